@@ -1,0 +1,48 @@
+/**
+ * The in-process error: every error this library throws or reports on the
+ * broker's `error` event is a `BrokerError` with a stable string `code`, so
+ * callers branch on `err.code`, never on message text. Misused options are the
+ * exception: they throw plain `TypeError`/`RangeError` at construction time.
+ */
+export class BrokerError extends Error {
+  override readonly name = 'BrokerError'
+  /** Stable machine-readable code; see {@link BrokerErrorCode}. */
+  readonly code: BrokerErrorCode
+
+  constructor (code: BrokerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+/**
+ * - `ERR_CLOSED`: the broker, session or store was used after `close()`.
+ * - `ERR_STORE`: the store threw while reading or writing; `cause` holds the original error.
+ *   The request that hit it was answered `500 Internal server error` and changed nothing.
+ * - `ERR_SUBSCRIBER`: an in-process subscriber or event listener threw; `cause` holds what it threw.
+ * - `ERR_PUSH`: a session's `push` callback threw; `cause` holds what it threw.
+ * - `ERR_SCHEMA`: the SQLite file was written by a newer, incompatible version of this library.
+ * - `ERR_INTERNAL`: a bug in this library; the request was answered `500 Internal server error`.
+ */
+export type BrokerErrorCode =
+  | 'ERR_CLOSED'
+  | 'ERR_STORE'
+  | 'ERR_SUBSCRIBER'
+  | 'ERR_PUSH'
+  | 'ERR_SCHEMA'
+  | 'ERR_INTERNAL'
+
+/**
+ * A DeviceHive error reply in the making: thrown inside request handling and
+ * turned into `{code, status: "error", error}` by the dispatcher. Not an
+ * `Error`: it carries no stack, so rejecting hostile input stays cheap.
+ */
+export class ProtocolError {
+  readonly code: number
+  readonly error: string
+
+  constructor (code: number, error: string) {
+    this.code = code
+    this.error = error
+  }
+}
