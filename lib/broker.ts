@@ -1,0 +1,862 @@
+import mittModule, { type Emitter } from 'mitt'
+import { z } from 'zod'
+import { Action, allows, Authenticator, canSee, type ActionId, type Grant } from './auth.js'
+import type { Clock } from './clock.js'
+import { BrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
+import { CommandEvent, FanOut, type Subscriber } from './fan-out.js'
+import { guardStore } from './guarded-store.js'
+import {
+  ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, COMMAND_NAME_INVALID, COMMAND_REQUIRED, DEVICE_ID_INVALID,
+  DEVICE_ID_REQUIRED, DEVICE_NAME_INVALID, DEVICE_REQUIRED, INTERNAL_ERROR, MALFORMED_JSON, SESSION_REQUIRED,
+  commandNotFound, deviceNotFound, subscriptionNotFound, unknownAction, validationFailed
+} from './messages.js'
+import { resolveOptions, type BrokerOptions, type ResolvedOptions } from './options.js'
+import {
+  authenticateSchema, deviceBody, insertBody, listFilters, subscribeFilters, subscriptionListSchema, updateBody,
+  commandUnsubscribeSchema, type Command, type Push, type Reply
+} from './schema.js'
+import { Session, type PushFunction, type SessionHost, type SessionState, type SessionSubscription } from './session.js'
+import type { CommandFilter, CommandPatch, CommandRecord, DeviceRecord, NewCommandRecord, Store } from './store.js'
+import { formatTimestamp } from './timestamp.js'
+import { TimerWheel } from './timer-wheel.js'
+import { failure, frameFailure, success, toCommand, toDevice } from './wire.js'
+
+// mitt's types describe a CommonJS module; Node loads its ESM build, whose default export is the factory.
+const mitt = mittModule as unknown as typeof mittModule.default
+
+/** What `broker.ready` resolves to once start-up recovery is done. */
+export interface RecoveryReport {
+  /** Commands that fell due while the broker was down, now expired and gone. */
+  expired: number
+  /** Commands still pending, armed again for expiry. */
+  rearmed: number
+}
+
+/** The broker's in-process events and what their listeners receive. */
+export interface BrokerEvents {
+  /**
+   * A command expired before any `command/update`: the command as it stood,
+   * deeply frozen. Commands that were updated expire silently.
+   */
+  expired: Command
+  /** Something failed outside any single request: a store write, a subscriber, a push. */
+  error: BrokerError
+}
+
+/** Which commands an in-process subscription receives; an absent field matches everything. */
+export interface SubscribeFilter {
+  deviceId?: string
+  networkIds?: readonly number[]
+  deviceTypeIds?: readonly number[]
+  names?: readonly string[]
+  /**
+   * Receive commands after each `command/update` (and, with `status: "expired"`, when one
+   * expires without an update) instead of on insert. Default false.
+   */
+  returnUpdatedCommands?: boolean
+}
+
+const subscribeFilterSchema = z.strictObject({
+  deviceId: z.string().optional(),
+  networkIds: z.array(z.int()).optional(),
+  deviceTypeIds: z.array(z.int()).optional(),
+  names: z.array(z.string()).optional(),
+  returnUpdatedCommands: z.boolean().optional()
+})
+
+const DEVICE_ID = /^[a-zA-Z0-9-]{1,48}$/
+const SORT_FIELDS: ReadonlyMap<string, 'timestamp' | 'command' | 'status'> = new Map([
+  ['timestamp', 'timestamp'], ['command', 'command'], ['status', 'status']
+])
+const MAX_TAKE = 1000
+const MAX_HISTORY = 1000
+// Start-up recovery reads pending commands in pages of this many, one page per event-loop turn.
+const RECOVERY_PAGE = 2000
+// After a store failure, expiry and recovery try again this much later.
+const RETRY_MS = 1000
+
+type Message = Record<string, unknown>
+type Payload = object | undefined
+
+interface InsertOp {
+  readonly kind: 'insert'
+  readonly record: NewCommandRecord
+  id: number
+  failed: boolean
+}
+
+interface UpdateOp {
+  readonly kind: 'update'
+  readonly id: number
+  readonly deviceId: string
+  readonly patch: CommandPatch
+  readonly lastUpdated: number
+  readonly now: number
+  // The command before the change; undefined if it did not exist (or had expired) at commit.
+  before: CommandRecord | undefined
+  failed: boolean
+}
+
+type WriteOp = InsertOp | UpdateOp
+
+// Writes waiting for the next commit, and one promise all their requests await.
+interface Batch {
+  readonly ops: WriteOp[]
+  readonly done: Promise<void>
+  readonly resolve: () => void
+}
+
+// Per device: pending commands (stored, never updated, not expired), counted by the store at
+// `since` and kept up to date since; commands that had expired by `since` were never counted.
+interface PendingCount {
+  count: number
+  readonly since: number
+}
+
+/**
+ * Creates a broker on a store. `options` needs `secret` (DeviceHive's
+ * `JWT_SECRET`) or `key`; see {@link BrokerOptions} for the rest. Throws
+ * `TypeError`/`RangeError` for bad options or a store that lacks a method.
+ *
+ * Start-up recovery (expiring what fell due while the broker was down, and
+ * re-arming the rest) runs in the background; `await broker.ready` for it.
+ *
+ * @example
+ * const broker = createBroker(sqliteStore('hub.db'), { secret: process.env.JWT_SECRET })
+ * const reply = await broker.handle({ action: 'command/insert', requestId: 1, deviceId: 'lamp-1',
+ *   command: { command: 'on', lifetime: 30 } }, token)
+ */
+export function createBroker (store: Store, options: BrokerOptions): Broker {
+  return new Broker(store, options)
+}
+
+/**
+ * An embeddable DeviceHive command broker. Use {@link createBroker}.
+ *
+ * `handle()` serves the stateless actions; `session()` gives a gateway one
+ * stateful session per connection; `subscribe()` and `on()` are for
+ * in-process consumers. `close()` releases everything.
+ */
+export class Broker {
+  /**
+   * Resolves once start-up recovery is done: commands that fell due while the
+   * broker was down are expired (and reported on `expired`), the rest re-armed.
+   * Requests are served meanwhile; an expired command is never visible.
+   */
+  readonly ready: Promise<RecoveryReport>
+
+  readonly #options: ResolvedOptions
+  readonly #store: Store
+  readonly #clock: Clock
+  readonly #auth: Authenticator
+  readonly #wheel: TimerWheel
+  readonly #fanOut: FanOut
+  readonly #events: Emitter<Record<keyof BrokerEvents, unknown>> = mitt()
+  readonly #pending = new Map<string, PendingCount>()
+  readonly #sessions = new Set<SessionState>()
+  readonly #host: SessionHost
+  #batch: Batch | undefined
+  #flushImmediate: NodeJS.Immediate | undefined
+  #nextSubscriptionId = 1
+  #closed = false
+  // Start-up recovery: pages (recoveredTo, recoverUpTo] of ids, then resolves `ready`.
+  #recoveredTo = 0
+  readonly #recoverUpTo: number
+  readonly #report: RecoveryReport = { expired: 0, rearmed: 0 }
+  #resolveReady: (report: RecoveryReport) => void = () => {}
+  #recoveryImmediate: NodeJS.Immediate | undefined
+  #recoveryTimer: unknown
+
+  /** @internal Use {@link createBroker}. */
+  constructor (store: Store, options: BrokerOptions) {
+    this.#options = resolveOptions(options)
+    this.#store = guardStore(store)
+    this.#clock = this.#options.clock
+    this.#auth = new Authenticator(this.#options.key, this.#options.tokenCacheSize)
+    this.#fanOut = new FanOut((err) => this.#fail('ERR_SUBSCRIBER', 'a subscriber threw', err))
+    this.#recoverUpTo = this.#store.lastCommandId()
+    this.#wheel = new TimerWheel({
+      clock: this.#clock,
+      tick: this.#options.tick,
+      batch: this.#options.expiryBatch,
+      onExpire: (ids) => { this.#expire(ids) }
+    })
+    this.#host = {
+      dispatch: (state, message, token) => this.#dispatch(state, message, token),
+      closeSession: (state) => { this.#closeSession(state) }
+    }
+    this.ready = new Promise((resolve) => { this.#resolveReady = resolve })
+    // Recovery waits a turn, so listeners attached right after createBroker() see its events.
+    this.#recoveryImmediate = setImmediate(this.#recover)
+  }
+
+  /**
+   * Handles one stateless request (a parsed object or a raw JSON string) with
+   * `token`, and resolves to the reply envelope of spec §1. Never throws and
+   * never rejects. Subscription actions need a session and are answered 400.
+   * A write's reply comes only once it is committed to the store.
+   */
+  handle (message: unknown, token?: unknown): Promise<Reply> {
+    return this.#dispatch(undefined, message, token)
+  }
+
+  /**
+   * Opens a session for one client connection; `push` receives its
+   * subscription pushes. Throws `BrokerError` `ERR_CLOSED` after `close()`.
+   */
+  session (push: PushFunction): Session {
+    if (this.#closed) throw new BrokerError('ERR_CLOSED', 'broker.session: the broker is closed')
+    if (typeof push !== 'function') throw new TypeError(`broker.session: push must be a function, received ${typeof push}`)
+    const session = new Session(this.#host, push)
+    return session
+  }
+
+  /**
+   * Calls `handler` with every command inserted from now on that matches
+   * `filter` (or, with `returnUpdatedCommands`, every update of one). The
+   * command is deeply frozen; a handler that throws is reported on `error`
+   * and does not affect the insert or other handlers. Returns the function
+   * that unsubscribes. Throws `TypeError` for a bad filter or handler.
+   */
+  subscribe (filter: SubscribeFilter, handler: (command: Command) => void): () => void {
+    if (this.#closed) throw new BrokerError('ERR_CLOSED', 'broker.subscribe: the broker is closed')
+    const parsed = subscribeFilterSchema.safeParse(filter)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0] as z.core.$ZodIssue
+      throw new TypeError(`broker.subscribe: filter${issue.path.map((key) => `.${String(key)}`).join('')}: ${issue.message}`)
+    }
+    if (typeof handler !== 'function') throw new TypeError(`broker.subscribe: handler must be a function, received ${typeof handler}`)
+    const { returnUpdatedCommands = false, ...rest } = parsed.data
+    return this.#fanOut.add({
+      filter: normalizeFilter(rest),
+      updates: returnUpdatedCommands,
+      deliver: (event) => { handler(event.command) }
+    })
+  }
+
+  /** Adds a listener for `expired` or `error`. A listener that throws is reported on `error`. */
+  on<K extends keyof BrokerEvents>(type: K, listener: (value: BrokerEvents[K]) => void): void {
+    this.#events.on(type, listener as (value: unknown) => void)
+  }
+
+  /** Removes a listener added with `on`. */
+  off<K extends keyof BrokerEvents>(type: K, listener: (value: BrokerEvents[K]) => void): void {
+    this.#events.off(type, listener as (value: unknown) => void)
+  }
+
+  /**
+   * Commits writes already accepted (their requests then resolve), stops the
+   * expiry timer and recovery, closes every session and the store. Requests
+   * after this are answered 503 `Broker is closed`. Idempotent.
+   */
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#flushNow()
+    this.#closed = true
+    this.#wheel.close()
+    if (this.#recoveryImmediate !== undefined) clearImmediate(this.#recoveryImmediate)
+    if (this.#recoveryTimer !== undefined) this.#clock.clearTimeout(this.#recoveryTimer)
+    for (const state of this.#sessions) this.#closeSession(state)
+    this.#resolveReady(this.#report)
+    try {
+      this.#store.close()
+    } catch (err) {
+      this.#fail('ERR_STORE', 'closing the store failed', err)
+    }
+  }
+
+  // --- requests -------------------------------------------------------------------------
+
+  async #dispatch (session: SessionState | undefined, input: unknown, token: unknown): Promise<Reply> {
+    let action: unknown = null
+    let requestId: unknown = null
+    try {
+      let message = input
+      if (typeof input === 'string') {
+        const limit = this.#options.maxFrameBytes
+        if (input.length > limit || (input.length * 3 > limit && Buffer.byteLength(input) > limit)) {
+          return frameFailure(400, validationFailed(`message must be at most ${limit} bytes`))
+        }
+        try {
+          message = JSON.parse(input)
+        } catch {
+          return frameFailure(400, MALFORMED_JSON)
+        }
+      }
+      if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+        return frameFailure(400, MALFORMED_JSON)
+      }
+      const msg = message as Message
+      action = msg.action ?? null
+      requestId = msg.requestId ?? null
+      if (this.#closed || session?.closed === true) return failure(action, requestId, 503, BROKER_CLOSED)
+      const payload = await this.#route(session, msg, token)
+      return success(action, requestId, payload)
+    } catch (err) {
+      if (err instanceof ProtocolError) return failure(action, requestId, err.code, err.error)
+      if (err instanceof BrokerError && err.code === 'ERR_STORE') this.#fail('ERR_STORE', err.message, err)
+      else this.#fail('ERR_INTERNAL', 'handling a request failed', err)
+      return failure(action, requestId, 500, INTERNAL_ERROR)
+    }
+  }
+
+  #route (session: SessionState | undefined, msg: Message, token: unknown): Payload | Promise<Payload> {
+    const action = msg.action
+    switch (action) {
+      case 'authenticate': return this.#authenticate(session, msg)
+      case 'command/insert': return this.#insert(this.#grant(session, token), msg)
+      case 'command/update': return this.#update(this.#grant(session, token), msg)
+      case 'command/get': return this.#get(this.#grant(session, token), msg)
+      case 'command/list': return this.#list(this.#grant(session, token), msg)
+      case 'command/subscribe': return this.#subscribe(this.#sessionOf(session), token, msg)
+      case 'command/unsubscribe': return this.#unsubscribe(this.#sessionOf(session), token, msg)
+      case 'subscription/list': return this.#subscriptions(this.#sessionOf(session), token, msg)
+      case 'device/save': return this.#saveDevice(this.#grant(session, token), msg)
+      case 'device/get': return this.#getDevice(this.#grant(session, token), msg)
+      case 'device/delete': return this.#deleteDevice(this.#grant(session, token), msg)
+      default: throw new ProtocolError(400, unknownAction(action === undefined || action === null ? 'null' : typeof action === 'string' ? action : JSON.stringify(action)))
+    }
+  }
+
+  #grant (session: SessionState | undefined, token: unknown): Grant {
+    return this.#auth.grant(token === undefined ? session?.token : token, this.#clock.now())
+  }
+
+  #sessionOf (session: SessionState | undefined): SessionState {
+    if (session === undefined) throw new ProtocolError(400, SESSION_REQUIRED)
+    return session
+  }
+
+  // The device checks of spec §3, in its order: action (403), then deviceId (400 if missing,
+  // unless the token reaches no device at all), then the device itself (403, or 404 for a
+  // token that may see every device).
+  #device (grant: Grant, action: ActionId, msg: Message): DeviceRecord {
+    const deviceId = this.#deviceId(grant, action, msg)
+    const device = this.#store.getDevice(deviceId)
+    if (device === undefined) {
+      if (grant.allDevices) throw new ProtocolError(404, deviceNotFound(deviceId))
+      throw new ProtocolError(403, ACCESS_DENIED)
+    }
+    if (!canSee(grant, device.networkId, device.deviceTypeId)) throw new ProtocolError(403, ACCESS_DENIED)
+    return device
+  }
+
+  #deviceId (grant: Grant, action: ActionId, msg: Message): string {
+    if (!allows(grant, action)) throw new ProtocolError(403, ACCESS_DENIED)
+    const { deviceId } = msg
+    if (deviceId === undefined || deviceId === null || deviceId === '') {
+      throw grant.networks === null ? new ProtocolError(403, ACCESS_DENIED) : new ProtocolError(400, DEVICE_ID_REQUIRED)
+    }
+    if (typeof deviceId !== 'string') throw new ProtocolError(400, MALFORMED_JSON)
+    return deviceId
+  }
+
+  #authenticate (session: SessionState | undefined, msg: Message): Payload {
+    const { token } = parse(authenticateSchema, msg, malformed)
+    const now = this.#clock.now()
+    this.#auth.grant(token, now)
+    if (session !== undefined) session.token = token
+    return undefined
+  }
+
+  async #insert (grant: Grant, msg: Message): Promise<Payload> {
+    const device = this.#device(grant, Action.CreateDeviceCommand, msg)
+    if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
+    const { maxLifetime, maxPendingPerDevice } = this.#options
+    const body = parse(insertBody, msg.command, (issues) => insertError(issues, maxLifetime))
+    const now = this.#clock.now()
+    const lifetime = body.lifetime ?? null
+    if (lifetime !== null && lifetime > maxLifetime) throw insertError([], maxLifetime)
+    const parameters = this.#json('parameters', body.parameters)
+    const result = this.#json('result', body.result)
+    const pending = this.#pendingOf(device.id, now)
+    if (pending.count >= maxPendingPerDevice) {
+      throw new ProtocolError(400, validationFailed(`device ${device.id} has ${pending.count} pending commands, the limit is ${maxPendingPerDevice}`))
+    }
+    const timestamp = body.timestamp ?? now
+    const op: InsertOp = {
+      kind: 'insert',
+      record: {
+        command: body.command,
+        timestamp,
+        lastUpdated: timestamp,
+        userId: grant.userId,
+        deviceId: device.id,
+        networkId: device.networkId,
+        deviceTypeId: device.deviceTypeId,
+        parameters,
+        lifetime,
+        status: body.status ?? null,
+        result,
+        expiresAt: lifetime === null ? null : now + lifetime * 1000,
+        updated: false
+      },
+      id: 0,
+      failed: false
+    }
+    pending.count++
+    await this.#write(op)
+    if (op.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    const formatted = formatTimestamp(timestamp)
+    return { command: { id: op.id, timestamp: formatted, lastUpdated: formatted, userId: grant.userId } }
+  }
+
+  async #update (grant: Grant, msg: Message): Promise<Payload> {
+    if (!allows(grant, Action.UpdateDeviceCommand)) throw new ProtocolError(403, ACCESS_DENIED)
+    const commandId = this.#commandId(msg)
+    const device = this.#device(grant, Action.UpdateDeviceCommand, msg)
+    if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
+    const body = parse(updateBody, msg.command, malformed)
+    const patch: CommandPatch = {}
+    if (body.status !== undefined) patch.status = body.status
+    if (body.result !== undefined) patch.result = this.#json('result', body.result)
+    const now = this.#clock.now()
+    const op: UpdateOp = { kind: 'update', id: commandId, deviceId: device.id, patch, lastUpdated: now, now, before: undefined, failed: false }
+    await this.#write(op)
+    if (op.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    if (op.before === undefined) throw new ProtocolError(404, commandNotFound(commandId))
+    return undefined
+  }
+
+  #get (grant: Grant, msg: Message): Payload {
+    const device = this.#device(grant, Action.GetDeviceCommand, msg)
+    const commandId = this.#commandId(msg)
+    const record = this.#store.getCommand(commandId, this.#clock.now())
+    if (record === undefined || record.deviceId !== device.id) throw new ProtocolError(404, commandNotFound(commandId))
+    return { command: toCommand(record) }
+  }
+
+  #commandId (msg: Message): number {
+    const { commandId } = msg
+    if (commandId === undefined || commandId === null) throw new ProtocolError(400, COMMAND_ID_REQUIRED)
+    if (!Number.isSafeInteger(commandId)) throw new ProtocolError(400, MALFORMED_JSON)
+    return commandId as number
+  }
+
+  #list (grant: Grant, msg: Message): Payload {
+    const device = this.#device(grant, Action.GetDeviceCommand, msg)
+    const query = parse(listFilters, msg, malformed)
+    const sortField = SORT_FIELDS.get((query.sortField ?? 'timestamp').toLowerCase())
+    if (sortField === undefined) throw new ProtocolError(400, validationFailed('sortField must be timestamp, command or status'))
+    const sortOrder = (query.sortOrder ?? 'ASC').toUpperCase()
+    if (sortOrder !== 'ASC' && sortOrder !== 'DESC') throw new ProtocolError(400, validationFailed('sortOrder must be ASC or DESC'))
+    const take = query.take ?? 20
+    const skip = query.skip ?? 0
+    if (take < 0 || take > MAX_TAKE) throw new ProtocolError(400, validationFailed(`take must be from 0 to ${MAX_TAKE}`))
+    if (skip < 0) throw new ProtocolError(400, validationFailed('skip must not be negative'))
+    const records = this.#store.listCommands({
+      deviceId: device.id,
+      start: query.start ?? undefined,
+      end: query.end ?? undefined,
+      command: query.command ?? undefined,
+      status: query.status ?? undefined,
+      sortField,
+      sortOrder,
+      take,
+      skip
+    }, this.#clock.now())
+    return { commands: records.map(toCommand) }
+  }
+
+  #saveDevice (grant: Grant, msg: Message): Payload {
+    const deviceId = this.#deviceId(grant, Action.RegisterDevice, msg)
+    if (!DEVICE_ID.test(deviceId)) throw new ProtocolError(400, DEVICE_ID_INVALID)
+    if (msg.device === undefined || msg.device === null) throw new ProtocolError(400, DEVICE_REQUIRED)
+    const body = parse(deviceBody, msg.device, deviceError)
+    const existing = this.#store.getDevice(deviceId)
+    const networkId = body.networkId ?? null
+    const deviceTypeId = body.deviceTypeId ?? null
+    // A token must reach the device both where it is and where it is going.
+    if ((existing !== undefined && !canSee(grant, existing.networkId, existing.deviceTypeId)) ||
+        !canSee(grant, networkId, deviceTypeId)) {
+      throw new ProtocolError(403, ACCESS_DENIED)
+    }
+    const data = this.#json('data', body.data)
+    // Writes accepted before this one commit first, so they see the device as it was.
+    this.#flushNow()
+    this.#store.saveDevice({ id: deviceId, name: body.name, data, networkId, deviceTypeId, isBlocked: body.isBlocked ?? false })
+    return undefined
+  }
+
+  #getDevice (grant: Grant, msg: Message): Payload {
+    return { device: toDevice(this.#device(grant, Action.GetDevice, msg)) }
+  }
+
+  #deleteDevice (grant: Grant, msg: Message): Payload {
+    const device = this.#device(grant, Action.RegisterDevice, msg)
+    // Inserts accepted before the delete commit first, and are deleted with the device.
+    this.#flushNow()
+    const removed = this.#store.deleteDevice(device.id)
+    for (const { id, expiresAt } of removed) this.#wheel.cancel(id, expiresAt)
+    this.#pending.delete(device.id)
+    return undefined
+  }
+
+  // --- subscriptions --------------------------------------------------------------------
+
+  #subscribe (session: SessionState, token: unknown, msg: Message): Payload {
+    // The subscription keeps the token it was made with: every push is checked against it.
+    const subscriptionToken = token === undefined ? session.token : token
+    const grant = this.#auth.grant(subscriptionToken, this.#clock.now())
+    let deviceId: string | undefined
+    if (msg.deviceId === undefined || msg.deviceId === null) {
+      if (!allows(grant, Action.GetDeviceCommand)) throw new ProtocolError(403, ACCESS_DENIED)
+    } else {
+      deviceId = this.#device(grant, Action.GetDeviceCommand, msg).id
+    }
+    const body = parse(subscribeFilters, msg, malformed)
+    const limit = body.limit ?? 20
+    if (limit < 0 || limit > MAX_HISTORY) throw new ProtocolError(400, validationFailed(`limit must be from 0 to ${MAX_HISTORY}`))
+    const maxSubscriptions = this.#options.maxSubscriptionsPerSession
+    if (session.subscriptions.size >= maxSubscriptions) {
+      throw new ProtocolError(400, validationFailed(`a session may hold at most ${maxSubscriptions} subscriptions`))
+    }
+    const filter = normalizeFilter({
+      deviceId,
+      networkIds: body.networkIds ?? undefined,
+      deviceTypeIds: body.deviceTypeIds ?? undefined,
+      names: body.names ?? undefined
+    })
+    const updates = body.returnUpdatedCommands ?? false
+    const id = this.#nextSubscriptionId++
+    const action = updates ? 'command/update' : 'command/insert'
+    // Pushes wait here until the subscribe reply has gone out: Session.handle releases them.
+    let held: Push[] | undefined = []
+    const visible = (record: CommandRecord): boolean => this.#visible(subscriptionToken, record)
+    const deliver = (command: Command): void => {
+      const push: Push = { action, command, subscriptionId: id }
+      if (held !== undefined) held.push(push)
+      else this.#push(session, push)
+    }
+    const remove = this.#fanOut.add({
+      filter,
+      updates,
+      deliver: (event) => { if (!session.closed && visible(event.record)) deliver(event.command) }
+    } satisfies Subscriber)
+    session.subscriptions.set(id, {
+      id,
+      deviceId: deviceId ?? null,
+      networkIds: filter.networkIds ?? null,
+      deviceTypeIds: filter.deviceTypeIds ?? null,
+      names: filter.names ?? null,
+      timestamp: body.timestamp === undefined || body.timestamp === null ? null : formatTimestamp(body.timestamp),
+      remove
+    })
+    this.#sessions.add(session)
+    if (body.timestamp !== undefined && body.timestamp !== null && !updates && limit > 0) {
+      for (const record of this.#store.commandsAfter(filter, body.timestamp, limit, this.#clock.now(), visible)) {
+        deliver(toCommand(record))
+      }
+    }
+    session.unreleased.push(() => {
+      const pushes = held as Push[]
+      held = undefined
+      for (const push of pushes) if (!session.closed) this.#push(session, push)
+    })
+    return { subscriptionId: id }
+  }
+
+  #unsubscribe (session: SessionState, token: unknown, msg: Message): Payload {
+    this.#grant(session, token)
+    const { subscriptionId } = parse(commandUnsubscribeSchema, msg, malformed)
+    if (subscriptionId === undefined || subscriptionId === null) {
+      for (const subscription of session.subscriptions.values()) subscription.remove()
+      session.subscriptions.clear()
+      return undefined
+    }
+    const subscription = session.subscriptions.get(subscriptionId)
+    if (subscription === undefined) throw new ProtocolError(404, subscriptionNotFound(subscriptionId))
+    subscription.remove()
+    session.subscriptions.delete(subscriptionId)
+    return undefined
+  }
+
+  #subscriptions (session: SessionState, token: unknown, msg: Message): Payload {
+    this.#grant(session, token)
+    const { type } = parse(subscriptionListSchema, msg, malformed)
+    const subscriptions = []
+    if (type === undefined || type === null || type === 'command') {
+      for (const s of session.subscriptions.values()) {
+        subscriptions.push({
+          subscriptionId: s.id,
+          type: 'command',
+          deviceId: s.deviceId,
+          networkIds: s.networkIds,
+          deviceTypeIds: s.deviceTypeIds,
+          names: s.names,
+          timestamp: s.timestamp
+        })
+      }
+    }
+    return { subscriptions }
+  }
+
+  // Whether a subscription's token, as of now, may see a command: each push is checked.
+  #visible (token: unknown, record: CommandRecord): boolean {
+    let grant: Grant
+    try {
+      grant = this.#auth.grant(token, this.#clock.now())
+    } catch {
+      return false
+    }
+    return allows(grant, Action.GetDeviceCommand) && canSee(grant, record.networkId, record.deviceTypeId)
+  }
+
+  #push (session: SessionState, push: Push): void {
+    try {
+      const sent = session.push(push)
+      if (sent instanceof Promise) sent.catch((err: unknown) => { this.#fail('ERR_PUSH', 'a session push failed', err) })
+    } catch (err) {
+      this.#fail('ERR_PUSH', 'a session push threw', err)
+    }
+  }
+
+  #closeSession (state: SessionState): void {
+    if (state.closed) return
+    state.closed = true
+    for (const subscription of state.subscriptions.values()) subscription.remove()
+    state.subscriptions.clear()
+    this.#sessions.delete(state)
+  }
+
+  // --- writes ---------------------------------------------------------------------------
+
+  // Queues a write for the next commit and resolves once it has been committed (or failed).
+  // Writes that arrive in the same event-loop turn share one transaction: group commit.
+  #write (op: WriteOp): Promise<void> {
+    let batch = this.#batch
+    if (batch === undefined) {
+      let resolve: () => void = () => {}
+      const done = new Promise<void>((r) => { resolve = r })
+      batch = { ops: [], done, resolve }
+      this.#batch = batch
+      this.#flushImmediate = setImmediate(this.#flush)
+    }
+    batch.ops.push(op)
+    return batch.done
+  }
+
+  readonly #flush = (): void => {
+    this.#flushImmediate = undefined
+    const batch = this.#batch
+    if (batch === undefined) return
+    this.#batch = undefined
+    const size = this.#options.writeBatch
+    for (let i = 0; i < batch.ops.length; i += size) this.#commit(batch.ops.slice(i, i + size))
+    batch.resolve()
+  }
+
+  #flushNow (): void {
+    if (this.#flushImmediate !== undefined) clearImmediate(this.#flushImmediate)
+    this.#flush()
+  }
+
+  #commit (ops: WriteOp[]): void {
+    const store = this.#store
+    try {
+      store.transaction(() => {
+        for (const op of ops) {
+          if (op.kind === 'insert') op.id = store.insertCommand(op.record)
+          else op.before = store.updateCommand(op.id, op.deviceId, op.patch, op.lastUpdated, op.now)
+        }
+      })
+    } catch (err) {
+      for (const op of ops) {
+        op.failed = true
+        if (op.kind === 'insert') this.#uncount(op.record.deviceId)
+      }
+      this.#fail('ERR_STORE', 'a write failed; its requests were answered 500', err)
+      return
+    }
+    // Committed: only now do timers start and subscribers hear of it.
+    for (const op of ops) {
+      if (op.kind === 'insert') {
+        const record: CommandRecord = { ...op.record, id: op.id }
+        if (record.expiresAt !== null && !this.#closed) this.#wheel.add(record.id, record.expiresAt)
+        this.#fanOut.publish(new CommandEvent(record), false)
+      } else if (op.before !== undefined) {
+        const { before, patch } = op
+        if (!before.updated) this.#uncount(before.deviceId)
+        const after: CommandRecord = {
+          ...before,
+          status: patch.status === undefined ? before.status : patch.status,
+          result: patch.result === undefined ? before.result : patch.result,
+          lastUpdated: op.lastUpdated,
+          updated: true
+        }
+        this.#fanOut.publish(new CommandEvent(after), true)
+      }
+    }
+  }
+
+  #pendingOf (deviceId: string, now: number): PendingCount {
+    let pending = this.#pending.get(deviceId)
+    if (pending === undefined) {
+      pending = { count: this.#store.countPending(deviceId, now), since: now }
+      this.#pending.set(deviceId, pending)
+    }
+    return pending
+  }
+
+  #uncount (deviceId: string): void {
+    const pending = this.#pending.get(deviceId)
+    if (pending !== undefined && pending.count > 0) pending.count--
+  }
+
+  // Serialises a JSON field for the store, enforcing maxPayloadBytes. null/absent stay null.
+  #json (name: string, value: unknown): string | null {
+    if (value === undefined || value === null) return null
+    let text: string | undefined
+    try {
+      text = JSON.stringify(value)
+    } catch {
+      // BigInt, a cycle, nesting deeper than the stack: not JSON.
+      throw new ProtocolError(400, MALFORMED_JSON)
+    }
+    if (text === undefined) throw new ProtocolError(400, MALFORMED_JSON)
+    const limit = this.#options.maxPayloadBytes
+    if (text.length > limit || (text.length * 3 > limit && Buffer.byteLength(text) > limit)) {
+      throw new ProtocolError(400, validationFailed(`${name} must be at most ${limit} bytes when serialised`))
+    }
+    return text
+  }
+
+  // --- expiry ---------------------------------------------------------------------------
+
+  // Expires the commands among `ids` that are due, and reports those never updated.
+  // Returns how many left the store.
+  #expire (ids: number[]): number {
+    if (this.#closed) return 0
+    const now = this.#clock.now()
+    let removed: CommandRecord[]
+    try {
+      removed = this.#store.transaction(() => this.#store.expireCommands(ids, now))
+    } catch (err) {
+      this.#fail('ERR_STORE', 'expiring commands failed; retrying', err)
+      for (const id of ids) this.#wheel.add(id, now + RETRY_MS)
+      return 0
+    }
+    for (const record of removed) {
+      if (record.updated) continue
+      const pending = this.#pending.get(record.deviceId)
+      if (pending !== undefined && (record.expiresAt as number) > pending.since && pending.count > 0) pending.count--
+      this.#emit('expired', new CommandEvent(record).command)
+      this.#fanOut.publish(new CommandEvent({ ...record, status: 'expired' }), true)
+    }
+    return removed.length
+  }
+
+  readonly #recover = (): void => {
+    this.#recoveryImmediate = undefined
+    this.#recoveryTimer = undefined
+    if (this.#closed) return
+    let page: Array<[number, number]>
+    try {
+      page = this.#store.expiringCommands(this.#recoveredTo, this.#recoverUpTo, RECOVERY_PAGE)
+    } catch (err) {
+      this.#fail('ERR_STORE', 'start-up recovery failed; retrying', err)
+      this.#recoveryTimer = this.#clock.setTimeout(this.#recover, RETRY_MS)
+      return
+    }
+    const now = this.#clock.now()
+    const due: number[] = []
+    for (const [id, expiresAt] of page) {
+      if (expiresAt <= now) {
+        due.push(id)
+      } else {
+        this.#wheel.add(id, expiresAt)
+        this.#report.rearmed++
+      }
+    }
+    if (due.length > 0) this.#report.expired += this.#expire(due)
+    const last = page[page.length - 1]
+    if (page.length < RECOVERY_PAGE || last === undefined) {
+      this.#resolveReady({ ...this.#report })
+      return
+    }
+    this.#recoveredTo = last[0]
+    this.#recoveryImmediate = setImmediate(this.#recover)
+  }
+
+  // --- events ---------------------------------------------------------------------------
+
+  #emit (type: 'expired', value: Command): void {
+    const listeners = this.#events.all.get(type) as Array<(value: unknown) => void> | undefined
+    if (listeners === undefined) return
+    for (const listener of listeners.slice()) {
+      try {
+        listener(value)
+      } catch (err) {
+        this.#fail('ERR_SUBSCRIBER', `an '${type}' listener threw`, err)
+      }
+    }
+  }
+
+  #fail (code: BrokerErrorCode, message: string, cause: unknown): void {
+    const error = cause instanceof BrokerError && cause.code === code ? cause : new BrokerError(code, message, { cause })
+    const listeners = this.#events.all.get('error') as Array<(value: unknown) => void> | undefined
+    if (listeners === undefined || listeners.length === 0) {
+      // Nobody listens: say it once on stderr rather than lose it.
+      process.emitWarning(error)
+      return
+    }
+    for (const listener of listeners.slice()) {
+      try {
+        listener(error)
+      } catch {
+        // An error listener that throws has nowhere left to report to.
+      }
+    }
+  }
+}
+
+// Empty lists mean "no filter", as absent ones do.
+function normalizeFilter (filter: {
+  deviceId?: string | undefined
+  networkIds?: readonly number[] | undefined
+  deviceTypeIds?: readonly number[] | undefined
+  names?: readonly string[] | undefined
+}): CommandFilter {
+  const result: CommandFilter = {}
+  if (filter.deviceId !== undefined) result.deviceId = filter.deviceId
+  if (filter.networkIds !== undefined && filter.networkIds.length > 0) result.networkIds = [...filter.networkIds]
+  if (filter.deviceTypeIds !== undefined && filter.deviceTypeIds.length > 0) result.deviceTypeIds = [...filter.deviceTypeIds]
+  if (filter.names !== undefined && filter.names.length > 0) result.names = [...filter.names]
+  return result
+}
+
+// Parses with a zod schema or throws the ProtocolError `explain` picks for the issues.
+function parse<T extends z.ZodType>(schema: T, value: unknown, explain: (issues: z.core.$ZodIssue[]) => ProtocolError): z.output<T> {
+  const result = schema.safeParse(value)
+  if (!result.success) throw explain(result.error.issues)
+  return result.data
+}
+
+function malformed (): ProtocolError {
+  return new ProtocolError(400, MALFORMED_JSON)
+}
+
+// command/insert: a wrong JSON type anywhere wins (DeviceHive fails to read the message
+// before it validates), then the name, then the lifetime's range.
+// No issues at all means the lifetime is above the broker's maximum.
+function insertError (issues: z.core.$ZodIssue[], maxLifetime: number): ProtocolError {
+  let name = false
+  let lifetime = issues.length === 0
+  for (const issue of issues) {
+    const field = issue.path[0]
+    if (field === 'command') name = true
+    else if (field === 'lifetime' && !(issue.code === 'invalid_type' && issue.expected !== 'int')) lifetime = true
+    else return malformed()
+  }
+  if (name) return new ProtocolError(400, COMMAND_NAME_INVALID)
+  if (lifetime) return new ProtocolError(400, validationFailed(`lifetime must be an integer from 1 to ${maxLifetime} (seconds)`))
+  return malformed()
+}
+
+// device/save: types first, then the name.
+function deviceError (issues: z.core.$ZodIssue[]): ProtocolError {
+  for (const issue of issues) {
+    if (issue.path[0] !== 'name') return malformed()
+  }
+  return new ProtocolError(400, DEVICE_NAME_INVALID)
+}

@@ -1,0 +1,35 @@
+// The package's only entry point: everything public is listed here by name.
+
+export { createBroker, Broker } from './broker.js'
+export type { BrokerEvents, RecoveryReport, SubscribeFilter } from './broker.js'
+export { Session } from './session.js'
+export type { PushFunction } from './session.js'
+export { DEFAULTS } from './options.js'
+export type { BrokerOptions } from './options.js'
+export { BrokerError } from './errors.js'
+export type { BrokerErrorCode } from './errors.js'
+
+export { memoryStore } from './memory-store.js'
+export { sqliteStore, SCHEMA_VERSION } from './sqlite-store.js'
+export type { SqliteStoreOptions } from './sqlite-store.js'
+export type {
+  Store, DeviceRecord, CommandRecord, NewCommandRecord, CommandPatch, CommandFilter, CommandQuery, ExpiryRef
+} from './store.js'
+
+export { systemClock } from './clock.js'
+export type { Clock, TimerHandle } from './clock.js'
+export { manualClock } from './manual-clock.js'
+export type { ManualClock } from './manual-clock.js'
+export { TimerWheel } from './timer-wheel.js'
+export type { TimerWheelOptions } from './timer-wheel.js'
+
+export { signToken, deriveKey, Action } from './auth.js'
+export type { ActionId, TokenClaims, SignTokenClaims, SignTokenOptions } from './auth.js'
+export { formatTimestamp, parseTimestamp } from './timestamp.js'
+
+export type {
+  Command, Device, Json, Message, Reply, SuccessReply, ErrorReply, Push,
+  AuthenticateMessage, CommandInsertMessage, CommandUpdateMessage, CommandGetMessage, CommandListMessage,
+  CommandSubscribeMessage, CommandUnsubscribeMessage, SubscriptionListMessage,
+  DeviceSaveMessage, DeviceGetMessage, DeviceDeleteMessage
+} from './schema.js'

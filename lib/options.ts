@@ -1,0 +1,116 @@
+import { resolveKey } from './auth.js'
+import { systemClock, type Clock } from './clock.js'
+
+/**
+ * Options of `createBroker`. Exactly one of `secret` and `key` is required;
+ * every other option has the default shown, and a bad value throws
+ * `TypeError` or `RangeError` from `createBroker`, naming the option.
+ */
+export interface BrokerOptions {
+  /**
+   * DeviceHive's `JWT_SECRET`. Like DeviceHive, the broker base64-decodes it
+   * (leniently) to get the HS256 key, so tokens a DeviceHive server signed
+   * with the same secret are accepted.
+   */
+  secret?: string
+  /** The raw HS256 key, instead of `secret`. */
+  key?: Uint8Array
+  /** Source of time for expiry and token checks. Default: the system clock. Tests pass `manualClock()`. */
+  clock?: Clock
+  /** Expiry resolution in ms: a command expires at most one tick after its time. Default 100. */
+  tick?: number
+  /** Largest `lifetime` a command may ask for, in seconds. Default 604800 (7 days). */
+  maxLifetime?: number
+  /** Largest serialised `parameters`, `result` or device `data`, in UTF-8 bytes (each). Default 65536. */
+  maxPayloadBytes?: number
+  /** Largest message `handle()` accepts as a string, in UTF-8 bytes. Default 1048576 (1 MiB). */
+  maxFrameBytes?: number
+  /**
+   * Most commands a device may have pending (stored, not yet updated, not expired).
+   * An insert beyond it is refused with 400 and nothing is stored. Default 10000.
+   */
+  maxPendingPerDevice?: number
+  /** Most subscriptions one session may hold. Default 100. */
+  maxSubscriptionsPerSession?: number
+  /** Verified tokens kept compiled, least recently used out; 0 disables. Default 1000. */
+  tokenCacheSize?: number
+  /**
+   * Most writes committed in one store transaction. Writes that arrive together share a
+   * transaction (group commit); a larger burst is split. Default 1000.
+   */
+  writeBatch?: number
+  /** Most commands expired per event-loop turn; more wait for the next turn. Default 1000. */
+  expiryBatch?: number
+}
+
+/** The defaults of every `createBroker` option but the key. */
+export const DEFAULTS = Object.freeze({
+  tick: 100,
+  maxLifetime: 604_800,
+  maxPayloadBytes: 65_536,
+  maxFrameBytes: 1_048_576,
+  maxPendingPerDevice: 10_000,
+  maxSubscriptionsPerSession: 100,
+  tokenCacheSize: 1000,
+  writeBatch: 1000,
+  expiryBatch: 1000
+})
+
+/** Options after defaults and checks. */
+export interface ResolvedOptions extends Readonly<typeof DEFAULTS> {
+  readonly key: Buffer
+  readonly clock: Clock
+}
+
+const LIMITS: Readonly<Record<keyof typeof DEFAULTS, readonly [min: number, max: number]>> = {
+  tick: [1, 60_000],
+  maxLifetime: [1, 2 ** 31 - 1],
+  maxPayloadBytes: [2, 2 ** 30],
+  maxFrameBytes: [2, 2 ** 30],
+  maxPendingPerDevice: [1, 2 ** 31 - 1],
+  maxSubscriptionsPerSession: [1, 2 ** 31 - 1],
+  tokenCacheSize: [0, 2 ** 24],
+  writeBatch: [1, 1_000_000],
+  expiryBatch: [1, 1_000_000]
+}
+
+/** Applies defaults and checks every option; throws `TypeError`/`RangeError` naming the option. */
+export function resolveOptions (options: BrokerOptions | undefined): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`createBroker: options must be an object with secret or key, received ${describe(options)}`)
+  }
+  for (const name of Object.keys(options)) {
+    if (name !== 'secret' && name !== 'key' && name !== 'clock' && !(name in DEFAULTS)) {
+      throw new TypeError(`createBroker: unknown option ${name}; expected one of secret, key, clock, ${Object.keys(DEFAULTS).join(', ')}`)
+    }
+  }
+  const key = resolveKey(options, 'createBroker')
+  const clock = options.clock ?? systemClock
+  for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {
+    if (typeof (clock as Partial<Clock>)[method] !== 'function') {
+      throw new TypeError(`createBroker: options.clock must have now(), setTimeout() and clearTimeout(); ${method} is ${describe((clock as Partial<Clock>)[method])}`)
+    }
+  }
+  const resolved: Record<string, unknown> = { key, clock }
+  for (const name of Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>) {
+    const value = options[name] ?? DEFAULTS[name]
+    const [min, max] = LIMITS[name]
+    if (typeof value !== 'number') {
+      throw new TypeError(`createBroker: options.${name} must be an integer, received ${describe(value)}`)
+    }
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new RangeError(`createBroker: options.${name} must be an integer from ${min} to ${max}, received ${describe(value)}`)
+    }
+    resolved[name] = value
+  }
+  return resolved as unknown as ResolvedOptions
+}
+
+/** A short, safe description of a value for error messages. */
+export function describe (value: unknown): string {
+  if (value === null) return 'null'
+  if (typeof value === 'object') return value.constructor?.name ?? 'object'
+  if (typeof value === 'function') return 'function'
+  if (typeof value === 'string') return `string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)}`
+  return `${typeof value} ${String(value)}`
+}

@@ -1,0 +1,237 @@
+import { z } from 'zod'
+import { parseTimestamp } from './timestamp.js'
+
+// The shapes of DeviceHive requests, as zod schemas. Each checks JSON types
+// only: permission checks come first (spec §3), and the broker turns a failed
+// parse into DeviceHive's exact error (see `broker.ts`). Unknown keys are
+// stripped, never stored. The inferred input types are the public message types.
+
+/** Any JSON value. The broker serialises it (rejecting what JSON cannot hold) and checks its size. */
+const json = z.unknown().optional()
+
+/** A timestamp read leniently (spec §2) into epoch ms. */
+export const timestamp = z.unknown().transform((value, ctx) => {
+  const ms = parseTimestamp(value)
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'not a timestamp' })
+    return z.NEVER
+  }
+  return ms
+})
+
+const requestId = z.unknown().optional()
+const id = z.int()
+const ids = z.array(z.int()).nullish()
+
+/** The `command` object of `command/insert`. */
+export const insertBody = z.object({
+  command: z.string().min(1).max(128),
+  timestamp: timestamp.nullish(),
+  parameters: json,
+  lifetime: z.int().min(1).nullish(),
+  status: z.string().nullish(),
+  result: json
+})
+
+/** `command/insert` (spec §4). */
+export const commandInsertSchema = z.object({
+  action: z.literal('command/insert'),
+  requestId,
+  deviceId: z.string(),
+  command: insertBody
+})
+export type CommandInsertMessage = z.input<typeof commandInsertSchema>
+
+/** The `command` object of `command/update`: only these two keys count. */
+export const updateBody = z.object({
+  status: z.string().nullish(),
+  result: json
+})
+
+/** `command/update` (spec §7). */
+export const commandUpdateSchema = z.object({
+  action: z.literal('command/update'),
+  requestId,
+  deviceId: z.string(),
+  commandId: id,
+  command: updateBody
+})
+export type CommandUpdateMessage = z.input<typeof commandUpdateSchema>
+
+/** `command/get` (spec §8). */
+export const commandGetSchema = z.object({
+  action: z.literal('command/get'),
+  requestId,
+  deviceId: z.string(),
+  commandId: id
+})
+export type CommandGetMessage = z.input<typeof commandGetSchema>
+
+/** The filters of `command/list`, without `deviceId` (spec §9). */
+export const listFilters = z.object({
+  start: timestamp.nullish(),
+  end: timestamp.nullish(),
+  command: z.string().nullish(),
+  status: z.string().nullish(),
+  sortField: z.string().nullish(),
+  sortOrder: z.string().nullish(),
+  take: z.int().nullish(),
+  skip: z.int().nullish()
+})
+
+/** `command/list` (spec §9). */
+export const commandListSchema = listFilters.extend({
+  action: z.literal('command/list'),
+  requestId,
+  deviceId: z.string()
+})
+export type CommandListMessage = z.input<typeof commandListSchema>
+
+/** The filters of `command/subscribe`, without `deviceId` (spec §10). */
+export const subscribeFilters = z.object({
+  networkIds: ids,
+  deviceTypeIds: ids,
+  names: z.array(z.string()).nullish(),
+  timestamp: timestamp.nullish(),
+  returnUpdatedCommands: z.boolean().nullish(),
+  limit: z.int().nullish()
+})
+
+/** `command/subscribe` (spec §10). */
+export const commandSubscribeSchema = subscribeFilters.extend({
+  action: z.literal('command/subscribe'),
+  requestId,
+  deviceId: z.string().nullish()
+})
+export type CommandSubscribeMessage = z.input<typeof commandSubscribeSchema>
+
+/** `command/unsubscribe` (spec §10). */
+export const commandUnsubscribeSchema = z.object({
+  action: z.literal('command/unsubscribe'),
+  requestId,
+  subscriptionId: id.nullish()
+})
+export type CommandUnsubscribeMessage = z.input<typeof commandUnsubscribeSchema>
+
+/** `subscription/list` (spec §10). */
+export const subscriptionListSchema = z.object({
+  action: z.literal('subscription/list'),
+  requestId,
+  type: z.string().nullish()
+})
+export type SubscriptionListMessage = z.input<typeof subscriptionListSchema>
+
+/** `authenticate` (spec §11). */
+export const authenticateSchema = z.object({
+  action: z.literal('authenticate'),
+  requestId,
+  token: z.string().nullish()
+})
+export type AuthenticateMessage = z.input<typeof authenticateSchema>
+
+/** The `device` object of `device/save` (spec §12). */
+export const deviceBody = z.object({
+  name: z.string().min(1).max(128),
+  data: json,
+  networkId: z.int().nullish(),
+  deviceTypeId: z.int().nullish(),
+  isBlocked: z.boolean().nullish()
+})
+
+/** `device/save` (spec §12). */
+export const deviceSaveSchema = z.object({
+  action: z.literal('device/save'),
+  requestId,
+  deviceId: z.string(),
+  device: deviceBody
+})
+export type DeviceSaveMessage = z.input<typeof deviceSaveSchema>
+
+/** `device/get` (spec §12). */
+export const deviceGetSchema = z.object({
+  action: z.literal('device/get'),
+  requestId,
+  deviceId: z.string()
+})
+export type DeviceGetMessage = z.input<typeof deviceGetSchema>
+
+/** `device/delete` (spec §12). */
+export const deviceDeleteSchema = z.object({
+  action: z.literal('device/delete'),
+  requestId,
+  deviceId: z.string()
+})
+export type DeviceDeleteMessage = z.input<typeof deviceDeleteSchema>
+
+/** Any request the broker understands. */
+export type Message =
+  | AuthenticateMessage
+  | CommandInsertMessage
+  | CommandUpdateMessage
+  | CommandGetMessage
+  | CommandListMessage
+  | CommandSubscribeMessage
+  | CommandUnsubscribeMessage
+  | SubscriptionListMessage
+  | DeviceSaveMessage
+  | DeviceGetMessage
+  | DeviceDeleteMessage
+
+/** A JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+/**
+ * A command as clients see it (spec §5): twelve keys in this order, nulls
+ * included. Times are `yyyy-MM-ddTHH:mm:ss.SSS` UTC. Objects handed to
+ * subscribers are deeply frozen.
+ */
+export interface Command {
+  id: number
+  command: string
+  timestamp: string
+  lastUpdated: string
+  userId: number | null
+  deviceId: string
+  networkId: number | null
+  deviceTypeId: number | null
+  parameters: Json
+  lifetime: number | null
+  status: string | null
+  result: Json
+}
+
+/** A device as `device/get` returns it (spec §12). */
+export interface Device {
+  id: string
+  name: string
+  data: Json
+  networkId: number | null
+  deviceTypeId: number | null
+  isBlocked: boolean
+}
+
+/** A success reply: the envelope, then the action's payload keys. */
+export type SuccessReply = {
+  action: unknown
+  requestId: unknown
+  status: 'success'
+} & Record<string, unknown>
+
+/** An error reply: exactly these keys in this order (no `action`/`requestId` for an unparseable frame). */
+export interface ErrorReply {
+  action?: unknown
+  requestId?: unknown
+  code: number
+  status: 'error'
+  error: string
+}
+
+/** What `handle()` resolves to. */
+export type Reply = SuccessReply | ErrorReply
+
+/** A subscription push (spec §10): no `status`, no `requestId`. */
+export interface Push {
+  action: 'command/insert' | 'command/update'
+  command: Command
+  subscriptionId: number
+}

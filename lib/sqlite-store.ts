@@ -1,0 +1,338 @@
+import Database from 'better-sqlite3'
+import { BrokerError } from './errors.js'
+import { describe } from './options.js'
+import {
+  matches,
+  type CommandFilter, type CommandPatch, type CommandQuery, type CommandRecord, type DeviceRecord, type ExpiryRef,
+  type NewCommandRecord, type Store
+} from './store.js'
+
+/** Options of {@link sqliteStore}. */
+export interface SqliteStoreOptions {
+  /**
+   * SQLite's `synchronous` setting for a file the store opens. `'full'` (default) makes a
+   * committed write survive a power cut; `'normal'` survives a crashed or killed process but
+   * may lose the last commits on power loss, and commits several times faster on slow disks.
+   * Ignored for a `Database` passed in: its owner decides.
+   */
+  synchronous?: 'full' | 'normal'
+}
+
+/** The schema version this library writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 1
+
+/**
+ * Creates a {@link Store} on SQLite through better-sqlite3: WAL journal, one
+ * transaction per broker batch, every statement prepared once. Pass a file
+ * path (created if missing; `':memory:'` works too) or an open better-sqlite3
+ * `Database`, which the store then uses but does not close.
+ *
+ * Throws `BrokerError` `ERR_SCHEMA` for a file written by a newer version of
+ * this library, and whatever better-sqlite3 throws for an unreadable file.
+ */
+export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): Store {
+  if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
+    throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
+  }
+  const { synchronous = 'full' } = options
+  if (synchronous !== 'full' && synchronous !== 'normal') {
+    throw new RangeError(`sqliteStore: options.synchronous must be 'full' or 'normal', received ${describe(synchronous)}`)
+  }
+  const owned = typeof pathOrDatabase === 'string'
+  const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
+  try {
+    if (owned) {
+      db.pragma('journal_mode = WAL')
+      db.pragma(`synchronous = ${synchronous}`)
+    }
+    migrate(db)
+    return new SqliteStore(db, owned)
+  } catch (err) {
+    if (owned) db.close()
+    throw err
+  }
+}
+
+// Each entry upgrades the schema from version i to i + 1, inside one transaction.
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO meta (key, value) VALUES ('last_command_id', 0);
+  CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    data TEXT,
+    network_id INTEGER,
+    device_type_id INTEGER,
+    is_blocked INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE commands (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    command TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    user_id INTEGER,
+    network_id INTEGER,
+    device_type_id INTEGER,
+    parameters TEXT,
+    lifetime INTEGER,
+    status TEXT,
+    result TEXT,
+    expires_at INTEGER,
+    updated INTEGER NOT NULL
+  );
+  CREATE INDEX commands_device_time ON commands (device_id, timestamp);
+  CREATE INDEX commands_device_command ON commands (device_id, command, timestamp);
+  CREATE INDEX commands_device_status ON commands (device_id, status, timestamp);
+  CREATE INDEX commands_time ON commands (timestamp);
+  CREATE INDEX commands_expiring ON commands (id, expires_at) WHERE expires_at IS NOT NULL;
+  `
+]
+
+function migrate (db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > MIGRATIONS.length) {
+    throw new BrokerError('ERR_SCHEMA', `sqliteStore: the file has schema version ${version}; this version of command-broker reads up to ${MIGRATIONS.length}`)
+  }
+  if (version === MIGRATIONS.length) return
+  db.transaction(() => {
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string)
+    db.pragma(`user_version = ${MIGRATIONS.length}`)
+  }).immediate()
+}
+
+const COMMAND_COLUMNS = `id, command, timestamp, last_updated AS lastUpdated, user_id AS userId, device_id AS deviceId,
+  network_id AS networkId, device_type_id AS deviceTypeId, parameters, lifetime, status, result,
+  expires_at AS expiresAt, updated`
+const DEVICE_COLUMNS = 'id, name, data, network_id AS networkId, device_type_id AS deviceTypeId, is_blocked AS isBlocked'
+const NOT_EXPIRED = '(expires_at IS NULL OR expires_at > @now)'
+// Keyset paging for history: (timestamp, id) strictly after the last row seen.
+const HISTORY_PAGE = 256
+
+type Row = Omit<CommandRecord, 'updated'> & { updated: number }
+type DeviceRow = Omit<DeviceRecord, 'isBlocked'> & { isBlocked: number }
+type Statement<R = unknown> = Database.Statement<unknown[], R>
+
+class SqliteStore implements Store {
+  readonly #db: Database.Database
+  readonly #owned: boolean
+  readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
+  readonly #getDevice: Statement<DeviceRow>
+  readonly #saveDevice: Statement
+  readonly #deviceExpiring: Statement<ExpiryRef>
+  readonly #deleteDeviceCommands: Statement
+  readonly #deleteDevice: Statement
+  readonly #insert: Statement
+  readonly #get: Statement<Row>
+  readonly #getForUpdate: Statement<Row>
+  readonly #update: Statement
+  readonly #expire: Statement<Row>
+  readonly #countPending: Statement<number>
+  readonly #expiring: Statement<[number, number]>
+  readonly #keepLastId: Statement
+  readonly #historyAll: Statement<Row>
+  readonly #historyDevice: Statement<Row>
+  // One prepared statement per list shape (sort field, order, filters present): at most 48.
+  readonly #lists = new Map<string, Statement<Row>>()
+  #lastId: number
+  #closed = false
+
+  constructor (db: Database.Database, owned: boolean) {
+    this.#db = db
+    this.#owned = owned
+    this.#run = db.transaction((fn: () => unknown) => fn())
+    this.#getDevice = db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`)
+    this.#saveDevice = db.prepare(`INSERT INTO devices (id, name, data, network_id, device_type_id, is_blocked)
+      VALUES (@id, @name, @data, @networkId, @deviceTypeId, @isBlocked)
+      ON CONFLICT (id) DO UPDATE SET name = excluded.name, data = excluded.data, network_id = excluded.network_id,
+        device_type_id = excluded.device_type_id, is_blocked = excluded.is_blocked`)
+    this.#deviceExpiring = db.prepare(`SELECT id, expires_at AS expiresAt FROM commands
+      WHERE device_id = ? AND expires_at IS NOT NULL`)
+    this.#deleteDeviceCommands = db.prepare('DELETE FROM commands WHERE device_id = ?')
+    this.#deleteDevice = db.prepare('DELETE FROM devices WHERE id = ?')
+    this.#insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
+        device_type_id, parameters, lifetime, status, result, expires_at, updated)
+      VALUES (@id, @deviceId, @command, @timestamp, @lastUpdated, @userId, @networkId,
+        @deviceTypeId, @parameters, @lifetime, @status, @result, @expiresAt, @updated)`)
+    this.#get = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE id = @id AND ${NOT_EXPIRED}`)
+    this.#getForUpdate = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
+      WHERE id = @id AND device_id = @deviceId AND ${NOT_EXPIRED}`)
+    this.#update = db.prepare(`UPDATE commands SET status = iif(@setStatus, @status, status),
+      result = iif(@setResult, @result, result), last_updated = @lastUpdated, updated = 1 WHERE id = @id`)
+    this.#expire = db.prepare(`DELETE FROM commands WHERE id = ? AND expires_at <= ? RETURNING ${COMMAND_COLUMNS}`)
+    this.#countPending = db.prepare(`SELECT count(*) FROM commands
+      WHERE device_id = @deviceId AND updated = 0 AND ${NOT_EXPIRED}`).pluck() as Statement<number>
+    this.#expiring = db.prepare(`SELECT id, expires_at FROM commands
+      WHERE expires_at IS NOT NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?`).raw() as Statement<[number, number]>
+    // A deleted command may have held the highest id: remember it so that ids are never reused.
+    this.#keepLastId = db.prepare("UPDATE meta SET value = max(value, ?) WHERE key = 'last_command_id'")
+    this.#historyAll = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
+      WHERE (timestamp, id) > (@timestamp, @id) AND ${NOT_EXPIRED} ORDER BY timestamp, id LIMIT @limit`)
+    this.#historyDevice = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
+      WHERE device_id = @deviceId AND (timestamp, id) > (@timestamp, @id) AND ${NOT_EXPIRED}
+      ORDER BY timestamp, id LIMIT @limit`)
+    const kept = db.prepare("SELECT value FROM meta WHERE key = 'last_command_id'").pluck().get() as number
+    const highest = (db.prepare('SELECT max(id) FROM commands').pluck().get() as number | null) ?? 0
+    this.#lastId = Math.max(kept, highest)
+  }
+
+  transaction<T>(fn: () => T): T {
+    this.#open()
+    return this.#run.immediate(fn) as T
+  }
+
+  getDevice (id: string): DeviceRecord | undefined {
+    this.#open()
+    const row = this.#getDevice.get(id)
+    return row === undefined ? undefined : { ...row, isBlocked: row.isBlocked === 1 }
+  }
+
+  saveDevice (device: DeviceRecord): void {
+    this.#open()
+    this.#saveDevice.run({ ...device, isBlocked: device.isBlocked ? 1 : 0 })
+  }
+
+  deleteDevice (id: string): ExpiryRef[] {
+    this.#open()
+    return this.#run.immediate(() => {
+      const removed = this.#deviceExpiring.all(id)
+      if (this.#deleteDeviceCommands.run(id).changes > 0) this.#keepLastId.run(this.#lastId)
+      this.#deleteDevice.run(id)
+      return removed
+    }) as ExpiryRef[]
+  }
+
+  insertCommand (command: NewCommandRecord): number {
+    this.#open()
+    const id = this.#lastId + 1
+    this.#insert.run({ ...command, id, updated: command.updated ? 1 : 0 })
+    // Advance only once the row is written: a failed insert leaves no gap.
+    this.#lastId = id
+    return id
+  }
+
+  getCommand (id: number, now: number): CommandRecord | undefined {
+    this.#open()
+    const row = this.#get.get({ id, now })
+    return row === undefined ? undefined : toRecord(row)
+  }
+
+  updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
+    this.#open()
+    return this.#run.immediate(() => {
+      const row = this.#getForUpdate.get({ id, deviceId, now })
+      if (row === undefined) return undefined
+      this.#update.run({
+        id,
+        setStatus: patch.status !== undefined ? 1 : 0,
+        status: patch.status ?? null,
+        setResult: patch.result !== undefined ? 1 : 0,
+        result: patch.result ?? null,
+        lastUpdated
+      })
+      return toRecord(row)
+    }) as CommandRecord | undefined
+  }
+
+  expireCommands (ids: readonly number[], now: number): CommandRecord[] {
+    this.#open()
+    return this.#run.immediate(() => {
+      const removed: CommandRecord[] = []
+      for (const id of ids) {
+        const row = this.#expire.get(id, now)
+        if (row !== undefined) removed.push(toRecord(row))
+      }
+      if (removed.length > 0) this.#keepLastId.run(this.#lastId)
+      return removed
+    }) as CommandRecord[]
+  }
+
+  listCommands (query: CommandQuery, now: number): CommandRecord[] {
+    this.#open()
+    const shape = `${query.sortField} ${query.sortOrder} ${query.start !== undefined ? 's' : ''}${query.end !== undefined ? 'e' : ''}${query.command !== undefined ? 'c' : ''}${query.status !== undefined ? 't' : ''}`
+    let statement = this.#lists.get(shape)
+    if (statement === undefined) {
+      statement = this.#db.prepare(listSql(query))
+      this.#lists.set(shape, statement)
+    }
+    return statement.all({
+      deviceId: query.deviceId,
+      now,
+      start: query.start ?? null,
+      end: query.end ?? null,
+      command: query.command ?? null,
+      status: query.status ?? null,
+      take: query.take,
+      skip: query.skip
+    }).map(toRecord)
+  }
+
+  commandsAfter (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean): CommandRecord[] {
+    this.#open()
+    const statement = filter.deviceId === undefined ? this.#historyAll : this.#historyDevice
+    const found: CommandRecord[] = []
+    // Start just after every row at `after`: no id is larger than this.
+    let timestamp = after
+    let id = Number.MAX_SAFE_INTEGER
+    while (found.length < limit) {
+      const rows = statement.all({ deviceId: filter.deviceId ?? null, timestamp, id, now, limit: HISTORY_PAGE })
+      for (const row of rows) {
+        const record = toRecord(row)
+        if (matches(filter, record) && accept(record)) {
+          found.push(record)
+          if (found.length >= limit) break
+        }
+      }
+      if (rows.length < HISTORY_PAGE) break
+      const last = rows[rows.length - 1] as Row
+      timestamp = last.timestamp
+      id = last.id
+    }
+    return found
+  }
+
+  countPending (deviceId: string, now: number): number {
+    this.#open()
+    return this.#countPending.get({ deviceId, now }) as number
+  }
+
+  expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
+    this.#open()
+    return this.#expiring.all(afterId, maxId, limit)
+  }
+
+  lastCommandId (): number {
+    this.#open()
+    return this.#lastId
+  }
+
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#lists.clear()
+    if (this.#owned && this.#db.open) this.#db.close()
+  }
+
+  #open (): void {
+    if (this.#closed) throw new BrokerError('ERR_CLOSED', 'sqliteStore: used after close()')
+  }
+}
+
+function listSql (query: CommandQuery): string {
+  const where = ['device_id = @deviceId', NOT_EXPIRED]
+  if (query.start !== undefined) where.push('timestamp > @start')
+  if (query.end !== undefined) where.push('timestamp < @end')
+  if (query.command !== undefined) where.push('command = @command')
+  if (query.status !== undefined) where.push('status = @status')
+  const order = query.sortOrder === 'DESC' ? 'DESC' : 'ASC'
+  // Ties break on timestamp, then id, in the same direction: the memory store sorts the same way.
+  const sort = query.sortField === 'timestamp'
+    ? `timestamp ${order}, id ${order}`
+    : `${query.sortField === 'command' ? 'command' : 'status'} ${order}, timestamp ${order}, id ${order}`
+  return `SELECT ${COMMAND_COLUMNS} FROM commands WHERE ${where.join(' AND ')} ORDER BY ${sort} LIMIT @take OFFSET @skip`
+}
+
+function toRecord (row: Row): CommandRecord {
+  return { ...row, updated: row.updated === 1 }
+}

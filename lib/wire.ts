@@ -1,0 +1,65 @@
+import type { Command, Device, ErrorReply, Json, SuccessReply } from './schema.js'
+import type { CommandRecord, DeviceRecord } from './store.js'
+import { formatTimestamp } from './timestamp.js'
+
+// How stored records look on the wire. Each call builds fresh objects from
+// the stored JSON text, so no caller ever holds the store's own data.
+
+/** A stored command as clients see it: the twelve keys of spec §5, in order. */
+export function toCommand (record: CommandRecord): Command {
+  return {
+    id: record.id,
+    command: record.command,
+    timestamp: formatTimestamp(record.timestamp),
+    lastUpdated: formatTimestamp(record.lastUpdated),
+    userId: record.userId,
+    deviceId: record.deviceId,
+    networkId: record.networkId,
+    deviceTypeId: record.deviceTypeId,
+    parameters: parseJson(record.parameters),
+    lifetime: record.lifetime,
+    status: record.status,
+    result: parseJson(record.result)
+  }
+}
+
+/** A stored device as `device/get` returns it. */
+export function toDevice (record: DeviceRecord): Device {
+  return {
+    id: record.id,
+    name: record.name,
+    data: parseJson(record.data),
+    networkId: record.networkId,
+    deviceTypeId: record.deviceTypeId,
+    isBlocked: record.isBlocked
+  }
+}
+
+function parseJson (text: string | null): Json {
+  return text === null ? null : JSON.parse(text) as Json
+}
+
+/** Freezes a JSON value and everything inside it; returns it. */
+export function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+  }
+  return value
+}
+
+/** `{action, requestId, status: "success", ...payload}`, in that key order. */
+export function success (action: unknown, requestId: unknown, payload: object | undefined): SuccessReply {
+  const reply: SuccessReply = { action, requestId, status: 'success' }
+  return payload === undefined ? reply : Object.assign(reply, payload)
+}
+
+/** `{action, requestId, code, status: "error", error}`, exactly those keys in that order. */
+export function failure (action: unknown, requestId: unknown, code: number, error: string): ErrorReply {
+  return { action, requestId, code, status: 'error', error }
+}
+
+/** The reply to a frame that is not a JSON object: no `action`, no `requestId`. */
+export function frameFailure (code: number, error: string): ErrorReply {
+  return { code, status: 'error', error }
+}
