@@ -7,10 +7,10 @@ import {
 
 /**
  * Creates an in-memory {@link Store}: the reference implementation of the
- * store contract, and the store for unit tests. Nothing survives the process;
- * the same store object can be handed to a second broker to simulate a
- * restart. Lists and history scan the device's (or every) command: fine for
- * tests and small hubs, use `sqliteStore` for large histories.
+ * store contract, and the store for unit tests. Nothing survives `close()`,
+ * which the broker's `close()` calls: to test a restart, use `sqliteStore` on
+ * a file. Lists and history scan the device's (or every) command: fine for
+ * tests and small hubs; use `sqliteStore` for large histories.
  */
 export function memoryStore (): Store {
   return new MemoryStore()
