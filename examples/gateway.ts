@@ -1,0 +1,71 @@
+// A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
+// connection, frames in, replies and pushes out, commands in a SQLite file on disk.
+// `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import { pathToFileURL } from 'node:url'
+import { WebSocket, WebSocketServer } from 'ws'
+import { createBroker, signToken, sqliteStore, type Broker, type Clock } from '../lib/index.js'
+
+export interface GatewayOptions {
+  file?: string
+  secret?: string
+  host?: string
+  port?: number
+  clock?: Clock
+}
+
+export interface Gateway {
+  broker: Broker
+  url: string
+  adminToken: string
+  close: () => Promise<void>
+}
+
+export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
+  const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock } = options
+  const broker = createBroker(sqliteStore(file), { secret, ...(clock === undefined ? {} : { clock }) })
+  broker.on('error', (err) => { console.error(`[gateway] ${err.code}: ${err.message}`) })
+  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
+  server.on('connection', (socket) => {
+    const send = (message: object): void => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message))
+    }
+    const session = broker.session(send)
+    // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
+    // goes out before that subscription's first push.
+    socket.on('message', (data) => { void session.handle(String(data)).then(send) })
+    socket.on('close', () => { session.close() })
+  })
+  try {
+    await once(server, 'listening')
+  } catch (err) {
+    await broker.close()
+    throw err
+  }
+  const address = server.address() as AddressInfo
+  const now = clock?.now() ?? Date.now()
+  return {
+    broker,
+    url: `ws://${host}:${address.port}/api/websocket`,
+    adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret }),
+    async close () {
+      for (const client of server.clients) client.terminate()
+      await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+      await broker.close()
+    }
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const secret = process.env.JWT_SECRET ?? 'devicehive'
+  const gateway = await startGateway({ file: process.env.DB_FILE ?? 'command-broker.db', secret, port: Number(process.env.PORT ?? 8080) })
+  const recovered = await gateway.broker.ready
+  console.log(`command-broker gateway listening on ${gateway.url}`)
+  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
+  if (process.env.JWT_SECRET === undefined) console.log('JWT_SECRET not set: using the demo secret "devicehive"')
+  console.log(`admin token (24 h): ${gateway.adminToken}`)
+  const stop = (): void => { void gateway.close().then(() => process.exit(0)) }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
