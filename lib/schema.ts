@@ -217,13 +217,18 @@ export type SuccessReply = {
   status: 'success'
 } & Record<string, unknown>
 
-/** An error reply: exactly these keys in this order (no `action`/`requestId` for an unparseable frame). */
+/**
+ * An error reply: exactly these keys in this order (no `action`/`requestId` for an
+ * unparseable frame). The index signature only lets `reply.command` and the like be read
+ * without narrowing first; an error reply never has other keys.
+ */
 export interface ErrorReply {
   action?: unknown
   requestId?: unknown
   code: number
   status: 'error'
   error: string
+  [key: string]: unknown
 }
 
 /** What `handle()` resolves to. */
