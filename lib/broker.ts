@@ -70,8 +70,6 @@ const SORT_FIELDS: ReadonlyMap<string, 'timestamp' | 'command' | 'status'> = new
 ])
 const MAX_TAKE = 1000
 const MAX_HISTORY = 1000
-// Start-up recovery reads pending commands in pages of this many, one page per event-loop turn.
-const RECOVERY_PAGE = 2000
 // After a store failure, expiry and recovery try again this much later.
 const RETRY_MS = 1000
 
@@ -752,7 +750,8 @@ export class Broker {
     if (this.#closed) return
     let page: Array<[number, number]>
     try {
-      page = this.#store.expiringCommands(this.#recoveredTo, this.#recoverUpTo, RECOVERY_PAGE)
+      // One page per event-loop turn, no bigger than what expiry may do in one turn.
+      page = this.#store.expiringCommands(this.#recoveredTo, this.#recoverUpTo, this.#options.expiryBatch)
     } catch (err) {
       this.#fail('ERR_STORE', 'start-up recovery failed; retrying', err)
       this.#recoveryTimer = this.#clock.setTimeout(this.#recover, RETRY_MS)
@@ -770,7 +769,7 @@ export class Broker {
     }
     if (due.length > 0) this.#report.expired += this.#expire(due)
     const last = page[page.length - 1]
-    if (page.length < RECOVERY_PAGE || last === undefined) {
+    if (page.length < this.#options.expiryBatch || last === undefined) {
       this.#resolveReady({ ...this.#report })
       return
     }

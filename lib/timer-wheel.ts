@@ -18,9 +18,10 @@ export interface TimerWheelOptions {
    */
   slots?: number
   /**
-   * Most keys handed to `onExpire` per call. When more are due, the rest
-   * follow on `setImmediate`, so a burst never blocks the event loop in one
-   * piece. Default 1000.
+   * Most keys fired per event-loop turn (so at most this many per `onExpire`
+   * call). When more are due, the rest follow on later turns through
+   * `setImmediate`, so a burst never blocks the event loop in one piece, even
+   * when a manual clock jumps hours ahead in one `advance()`. Default 1000.
    */
   batch?: number
 }
@@ -59,6 +60,9 @@ export class TimerWheel {
   #timer: TimerHandle | undefined
   #armedAt = Infinity
   #immediate: NodeJS.Immediate | undefined
+  // Keys that may still fire in this event-loop turn; #turnEnd refills it on the next turn.
+  #budget: number
+  #turnEnd: NodeJS.Immediate | undefined
   #running = false
   #closed = false
   readonly #onTimer = (): void => {
@@ -70,6 +74,12 @@ export class TimerWheel {
   readonly #onImmediate = (): void => {
     this.#immediate = undefined
     this.#run()
+  }
+
+  // Scheduled before any continuation of the same turn, so a continuation starts refilled.
+  readonly #onTurnEnd = (): void => {
+    this.#turnEnd = undefined
+    this.#budget = this.#batch
   }
 
   constructor (options: TimerWheelOptions) {
@@ -91,6 +101,7 @@ export class TimerWheel {
     this.#tick = tick
     this.#mask = slots - 1
     this.#batch = batch
+    this.#budget = batch
     this.#keys = new Array<number[] | undefined>(slots).fill(undefined)
     this.#ats = new Array<number[] | undefined>(slots).fill(undefined)
     this.#cursor = Math.floor(clock.now() / tick) + 1
@@ -157,7 +168,9 @@ export class TimerWheel {
     this.#closed = true
     this.#disarm()
     if (this.#immediate !== undefined) clearImmediate(this.#immediate)
+    if (this.#turnEnd !== undefined) clearImmediate(this.#turnEnd)
     this.#immediate = undefined
+    this.#turnEnd = undefined
     this.#keys.fill(undefined)
     this.#ats.fill(undefined)
     this.#lateKeys = []
@@ -170,7 +183,7 @@ export class TimerWheel {
     const now = this.#clock.now()
     const nowTick = Math.floor(now / this.#tick)
     const due: number[] = []
-    let budget = this.#batch
+    let budget = this.#budget
     // While running (onExpire included), add() only files entries; the end of the run arms.
     this.#running = true
     try {
@@ -191,14 +204,19 @@ export class TimerWheel {
         this.#cursor++
       }
       this.#size -= due.length
-      if (due.length > 0) this.#onExpire(due)
+      this.#budget = budget
+      if (due.length > 0) {
+        this.#turnEnd ??= setImmediate(this.#onTurnEnd)
+        this.#onExpire(due)
+      }
     } finally {
       this.#running = false
       if (this.#closed) {
         // close() was called from onExpire: stay closed.
       } else if (budget === 0) {
-        // Out of budget: more may be due. Yield to I/O, then carry on where the cursor stopped.
-        this.#immediate = setImmediate(this.#onImmediate)
+        // Out of budget for this turn: more may be due. Yield to I/O, then carry on where the
+        // cursor stopped. No timer is armed meanwhile; the continuation arms one when done.
+        this.#immediate ??= setImmediate(this.#onImmediate)
       } else {
         this.#armNext()
       }
