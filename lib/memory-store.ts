@@ -79,7 +79,7 @@ class MemoryStore implements Store {
   insertCommand (command: NewCommandRecord): number {
     this.#open()
     const id = ++this.#lastId
-    this.#commands.set(id, { id, ...command })
+    this.#commands.set(id, { ...command, id })
     let ids = this.#byDevice.get(command.deviceId)
     if (ids === undefined) {
       ids = new Set()

@@ -1,8 +1,9 @@
 /**
  * The persistence seam. The broker calls these methods synchronously and
  * batches its writes inside `transaction()`; an implementation must make a
- * transaction all-or-nothing and must never hand out objects it keeps (the
- * broker may hold what it receives). `memoryStore()` is the reference
+ * transaction all-or-nothing, and must never hand out an object it may still
+ * change (return a copy, or a frozen object it never changes again): the
+ * broker may hold what it receives. `memoryStore()` is the reference
  * implementation; `test/fixtures/store-suite.ts` is the contract, run
  * unchanged against every store.
  *

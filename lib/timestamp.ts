@@ -7,9 +7,17 @@ export const MAX_TIMESTAMP = 253402300799999
  * UTC, always three fractional digits, no zone suffix.
  */
 export function formatTimestamp (ms: number): string {
-  // toISOString is `yyyy-MM-ddTHH:mm:ss.SSSZ` for years 0..9999; drop the `Z`.
-  return new Date(ms).toISOString().slice(0, 23)
+  // Commands accepted together share their millisecond: format each distinct one once.
+  if (ms !== lastMs) {
+    // toISOString is `yyyy-MM-ddTHH:mm:ss.SSSZ` for years 0..9999; drop the `Z`.
+    lastText = new Date(ms).toISOString().slice(0, 23)
+    lastMs = ms
+  }
+  return lastText
 }
+
+let lastMs = NaN
+let lastText = ''
 
 // yyyy-MM-dd, optionally followed by T (or space) HH:mm, :ss, fraction, and a zone.
 const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$/
