@@ -1,0 +1,184 @@
+import t, { type Test } from 'tap'
+import { systemClock, type Clock } from '../lib/clock.js'
+import { manualClock } from '../lib/manual-clock.js'
+import { DEFAULTS, describe, resolveOptions, type BrokerOptions } from '../lib/options.js'
+
+const DH_KEY = Buffer.from([0x75, 0xeb, 0xe2, 0x71, 0xe8, 0x62])
+
+// The documented bounds of each numeric option (inclusive).
+const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
+  tick: [1, 60_000],
+  maxLifetime: [1, 2 ** 31 - 1],
+  maxPayloadBytes: [2, 2 ** 30],
+  maxFrameBytes: [2, 2 ** 30],
+  maxPendingPerDevice: [1, 2 ** 31 - 1],
+  maxSubscriptionsPerSession: [1, 2 ** 31 - 1],
+  tokenCacheSize: [0, 2 ** 24],
+  writeBatch: [1, 1_000_000],
+  expiryBatch: [1, 1_000_000]
+}
+const NAMES = Object.keys(LIMITS) as Array<keyof typeof DEFAULTS>
+
+function thrown (fn: () => unknown): unknown {
+  try {
+    fn()
+  } catch (error) {
+    return error
+  }
+  return undefined
+}
+
+function expectError (t: Test, fn: () => unknown, type: typeof TypeError | typeof RangeError, message: string | RegExp, what: string): void {
+  const error = thrown(fn)
+  t.ok(error instanceof type, `${what}: throws ${type.name}`)
+  if (typeof message === 'string') t.equal((error as Error | undefined)?.message, message, `${what}: message`)
+  else t.match((error as Error | undefined)?.message, message, `${what}: message`)
+}
+
+function resolveWith (extra: Record<string, unknown>): ReturnType<typeof resolveOptions> {
+  return resolveOptions({ secret: 'devicehive', ...extra } as BrokerOptions)
+}
+
+t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t) => {
+  t.strictSame({ ...DEFAULTS }, {
+    tick: 100,
+    maxLifetime: 604_800,
+    maxPayloadBytes: 65_536,
+    maxFrameBytes: 1_048_576,
+    maxPendingPerDevice: 10_000,
+    maxSubscriptionsPerSession: 100,
+    tokenCacheSize: 1000,
+    writeBatch: 1000,
+    expiryBatch: 1000
+  })
+  t.ok(Object.isFrozen(DEFAULTS))
+})
+
+t.test('options: defaults are applied', async (t) => {
+  const resolved = resolveOptions({ secret: 'devicehive' })
+  t.strictSame(resolved.key, DH_KEY, 'key derived from the secret')
+  t.equal(resolved.clock, systemClock, 'the system clock')
+  for (const name of NAMES) t.equal(resolved[name], DEFAULTS[name], name)
+  t.strictSame(Object.keys(resolved).sort(), ['clock', 'key', ...NAMES].sort(), 'nothing else')
+})
+
+t.test('options: undefined values take the default', async (t) => {
+  const resolved = resolveWith({ clock: undefined, tick: undefined, writeBatch: undefined })
+  t.equal(resolved.clock, systemClock)
+  t.equal(resolved.tick, DEFAULTS.tick)
+  t.equal(resolved.writeBatch, DEFAULTS.writeBatch)
+})
+
+t.test('options: given values are kept', async (t) => {
+  const clock = manualClock(1000)
+  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxFrameBytes: 200, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
+  const resolved = resolveOptions({ key: new Uint8Array([1, 2, 3]), clock, ...given })
+  t.strictSame([...resolved.key], [1, 2, 3], 'raw key')
+  t.equal(resolved.clock, clock, 'the given clock')
+  for (const name of NAMES) t.equal(resolved[name], given[name], name)
+})
+
+t.test('options: every numeric option accepts its bounds', async (t) => {
+  for (const name of NAMES) {
+    const [min, max] = LIMITS[name]
+    t.equal(resolveWith({ [name]: min })[name], min, `${name} = ${min}`)
+    t.equal(resolveWith({ [name]: max })[name], max, `${name} = ${max}`)
+  }
+})
+
+t.test('options: every numeric option refuses a non-number with a TypeError', async (t) => {
+  const bad: Array<[unknown, string]> = [['5', 'string "5"'], [true, 'boolean true'], [{}, 'Object'], [[1], 'Array'], [5n, 'bigint 5']]
+  for (const name of NAMES) {
+    for (const [value, described] of bad) {
+      expectError(t, () => resolveWith({ [name]: value }), TypeError, `createBroker: options.${name} must be an integer, received ${described}`, `${name}: ${described}`)
+    }
+  }
+})
+
+t.test('options: every numeric option refuses a non-integer or out-of-range number with a RangeError', async (t) => {
+  for (const name of NAMES) {
+    const [min, max] = LIMITS[name]
+    const expected = `createBroker: options.${name} must be an integer from ${min} to ${max}, received number`
+    for (const value of [min - 1, max + 1, min + 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -1]) {
+      expectError(t, () => resolveWith({ [name]: value }), RangeError, `${expected} ${String(value)}`, `${name}: ${value}`)
+    }
+  }
+})
+
+t.test('options: an unknown option is a TypeError naming it', async (t) => {
+  expectError(t, () => resolveWith({ ticks: 5 }), TypeError,
+    'createBroker: unknown option ticks; expected one of secret, key, clock, tick, maxLifetime, maxPayloadBytes, maxFrameBytes, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch',
+    'ticks')
+  expectError(t, () => resolveWith({ jwtSecret: 'x' }), TypeError, /^createBroker: unknown option jwtSecret;/, 'jwtSecret')
+  expectError(t, () => resolveOptions({ foo: undefined } as BrokerOptions), TypeError, /unknown option foo/, 'checked before the key, even when undefined')
+})
+
+t.test('options: options that are not an object are a TypeError', async (t) => {
+  const cases: Array<[unknown, string]> = [[undefined, /received undefined/.source], [null, 'received null'], ['devicehive', 'received string "devicehive"'], [5, 'received number 5'], [true, 'received boolean true']]
+  for (const [value, tail] of cases) {
+    expectError(t, () => resolveOptions(value as BrokerOptions), TypeError, new RegExp(`^createBroker: options must be an object with secret or key, ${tail}`), String(value))
+  }
+})
+
+t.test('options: key problems surface with the createBroker prefix', async (t) => {
+  expectError(t, () => resolveOptions({}), TypeError, /^createBroker: options\.secret .*options\.key .*is required$/, 'neither')
+  expectError(t, () => resolveOptions({ secret: 'devicehive', key: DH_KEY }), TypeError, /^createBroker: pass options\.secret or options\.key, not both$/, 'both')
+  expectError(t, () => resolveOptions({ secret: '***' }), RangeError, /^createBroker: options\.secret must base64-decode/, 'empty secret')
+  expectError(t, () => resolveOptions({ key: new Uint8Array(0) }), RangeError, /^createBroker: options\.key must hold at least one byte/, 'empty key')
+})
+
+t.test('options: a clock missing a method is a TypeError', async (t) => {
+  const full: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => {} }
+  for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {
+    const { [method]: _missing, ...clock } = full
+    expectError(t, () => resolveWith({ clock }), TypeError,
+      new RegExp(`^createBroker: options\\.clock must have now\\(\\), setTimeout\\(\\) and clearTimeout\\(\\); ${method} is `), `without ${method}`)
+  }
+  expectError(t, () => resolveWith({ clock: { ...full, now: 5 } }), TypeError,
+    'createBroker: options.clock must have now(), setTimeout() and clearTimeout(); now is number 5', 'now not a function')
+  expectError(t, () => resolveWith({ clock: { ...full, clearTimeout: null } }), TypeError, /; clearTimeout is null$/, 'clearTimeout null')
+  expectError(t, () => resolveWith({ clock: Date }), TypeError, /; setTimeout is /, 'Date is not a clock')
+  expectError(t, () => resolveWith({ clock: 'system' }), TypeError, /options\.clock must have/, 'a string')
+})
+
+t.test('options: describe names null', async (t) => {
+  t.equal(describe(null), 'null')
+})
+
+t.test('options: describe names an object by its constructor', async (t) => {
+  class Gadget {}
+  t.equal(describe({}), 'Object')
+  t.equal(describe([]), 'Array')
+  t.equal(describe(new Map()), 'Map')
+  t.equal(describe(new Gadget()), 'Gadget', 'class instance')
+  t.equal(describe(DH_KEY), 'Buffer')
+  t.equal(describe(Object.create(null)), 'object', 'no prototype')
+  t.equal(describe({ constructor: undefined }), 'object', 'constructor shadowed by undefined')
+})
+
+t.test('options: describe names a function without its source', async (t) => {
+  t.equal(describe(() => 'secret'), 'function')
+  t.equal(describe(class Gadget {}), 'function', 'a class')
+  t.equal(describe(Date.now), 'function', 'a builtin')
+})
+
+t.test('options: describe quotes a short string', async (t) => {
+  t.equal(describe(''), 'string ""')
+  t.equal(describe('abc'), 'string "abc"')
+  t.equal(describe('a"b\n'), 'string "a\\"b\\n"', 'escaped as JSON')
+  t.equal(describe('x'.repeat(40)), `string "${'x'.repeat(40)}"`, '40 characters kept whole')
+})
+
+t.test('options: describe truncates a long string', async (t) => {
+  t.equal(describe('x'.repeat(41)), `string "${'x'.repeat(40)}…"`, '41 characters')
+  t.equal(describe('0123456789'.repeat(100)), `string "${'0123456789'.repeat(4)}…"`, '1000 characters')
+})
+
+t.test('options: describe gives the type and value of other primitives', async (t) => {
+  t.equal(describe(5), 'number 5')
+  t.equal(describe(-1.5), 'number -1.5')
+  t.equal(describe(Number.NaN), 'number NaN')
+  t.equal(describe(true), 'boolean true')
+  t.equal(describe(10n), 'bigint 10')
+  t.equal(describe(Symbol('s')), 'symbol Symbol(s)')
+})
