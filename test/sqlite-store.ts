@@ -1,0 +1,275 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import t, { type Test } from 'tap'
+import { BrokerError } from '../lib/errors.js'
+import { SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
+import type { CommandQuery, Store } from '../lib/store.js'
+import { command, device, storeSuite } from './fixtures/store-suite.js'
+
+const dir = t.testdir()
+let files = 0
+const file = (): string => path.join(dir, `store-${++files}.db`)
+
+storeSuite(t, 'sqlite-store', () => sqliteStore(file()))
+
+// Records the databases the store opens and the SQL it prepares, by wrapping
+// better-sqlite3's prototype methods for the length of one test.
+function spy (t: Test): { databases: Database.Database[], sql: string[], closed: Database.Database[] } {
+  const proto = Database.prototype
+  const { prepare, close } = proto
+  const seen = { databases: [] as Database.Database[], sql: [] as string[], closed: [] as Database.Database[] }
+  proto.prepare = function (this: Database.Database, source: string) {
+    if (!seen.databases.includes(this)) seen.databases.push(this)
+    seen.sql.push(source)
+    return prepare.call(this, source)
+  } as typeof prepare
+  proto.close = function (this: Database.Database) {
+    seen.closed.push(this)
+    return close.call(this)
+  }
+  t.teardown(() => {
+    proto.prepare = prepare
+    proto.close = close
+  })
+  return seen
+}
+
+function expectError (t: Test, fn: () => unknown, code: string, message: string): void {
+  let caught: unknown
+  try {
+    fn()
+  } catch (err) {
+    caught = err
+  }
+  t.ok(caught instanceof BrokerError, `${message}: a BrokerError`)
+  t.equal((caught as BrokerError | undefined)?.code, code, `${message}: ${code}`)
+}
+
+t.test('sqlite-store: WAL and the synchronous setting are applied', async (t) => {
+  const seen = spy(t)
+  for (const [option, expected] of [[undefined, 2], ['full', 2], ['normal', 1]] as const) {
+    const filename = file()
+    const opened = seen.databases.length
+    const store = option === undefined ? sqliteStore(filename) : sqliteStore(filename, { synchronous: option })
+    t.equal(seen.databases.length, opened + 1, 'one connection')
+    const db = seen.databases[opened] as Database.Database
+    t.equal(db.name, filename)
+    t.equal(db.pragma('journal_mode', { simple: true }), 'wal', `${option ?? 'default'}: WAL journal`)
+    t.equal(db.pragma('synchronous', { simple: true }), expected, `${option ?? 'default'}: synchronous = ${expected}`)
+    store.close()
+    t.equal(db.open, false, 'close() closes the database the store opened')
+    const reader = new Database(filename, { readonly: true })
+    t.equal(reader.pragma('journal_mode', { simple: true }), 'wal', 'the file stays in WAL mode')
+    reader.close()
+  }
+})
+
+t.test('sqlite-store: data survives closing and reopening the file', async (t) => {
+  const filename = file()
+  const first = sqliteStore(filename)
+  const saved = device({ id: 'dev', name: 'kept', data: '{"__proto__":{"x":1}}', networkId: 3, deviceTypeId: 4, isBlocked: true })
+  first.saveDevice(saved)
+  const input = command({
+    deviceId: 'dev', command: 'go', timestamp: 10, userId: 5, networkId: 3, deviceTypeId: 4,
+    parameters: '{"p":"é😀"}', lifetime: 30, status: 'new', result: '1', expiresAt: 40, updated: false
+  })
+  const id = first.insertCommand(input)
+  const forever = first.insertCommand(command({ deviceId: 'dev', timestamp: 20 }))
+  first.updateCommand(forever, 'dev', { status: 'done' }, 25, 0)
+  first.transaction(() => {
+    first.insertCommand(command({ deviceId: 'gone' }))
+    first.deleteDevice('gone')
+  })
+  first.close()
+
+  const second = sqliteStore(filename)
+  t.teardown(() => { second.close() })
+  t.strictSame(second.getDevice('dev'), saved, 'the device')
+  t.strictSame(second.getCommand(id, 0), { id, ...input }, 'the command')
+  t.strictSame(second.getCommand(forever, 0), { id: forever, ...command({ deviceId: 'dev', timestamp: 20 }), status: 'done', lastUpdated: 25, updated: true },
+    'the update')
+  t.strictSame(second.listCommands({ deviceId: 'gone', sortField: 'timestamp', sortOrder: 'ASC', take: 10, skip: 0 }, 0), [],
+    'the deletion')
+  t.strictSame(second.expiringCommands(0, second.lastCommandId(), 10), [[id, 40]], 'expiring commands can be recovered')
+  t.equal(second.countPending('dev', 0), 1)
+  t.equal(second.lastCommandId(), forever + 1)
+})
+
+t.test('sqlite-store: ids are never reused across a reopen', async (t) => {
+  const cases: Array<[string, (store: Store, id: number) => void]> = [
+    ['expired', (store, id) => { t.equal(store.expireCommands([id], 100).length, 1) }],
+    ['device deleted', (store) => { t.equal(store.deleteDevice('top').length, 1) }],
+    ['expired in a transaction', (store, id) => { store.transaction(() => store.expireCommands([id], 100)) }]
+  ]
+  for (const [label, remove] of cases) {
+    const filename = file()
+    const first = sqliteStore(filename)
+    first.insertCommand(command({ deviceId: 'low' }))
+    const highest = first.insertCommand(command({ deviceId: 'top', expiresAt: 50 }))
+    remove(first, highest)
+    t.equal(first.getCommand(highest, 0), undefined, `${label}: the highest command is gone`)
+    first.close()
+
+    const second = sqliteStore(filename)
+    t.equal(second.lastCommandId(), highest, `${label}: lastCommandId remembers the highest id`)
+    const next = second.insertCommand(command())
+    t.ok(next > highest, `${label}: the next id is above every id ever assigned`)
+    second.close()
+    const third = sqliteStore(filename)
+    t.equal(third.lastCommandId(), next, `${label}: and again after another reopen`)
+    third.close()
+  }
+
+  // The kept id only rises: deleting a lower command later does not lower it.
+  const filename = file()
+  const first = sqliteStore(filename)
+  const low = first.insertCommand(command({ deviceId: 'low', expiresAt: 10 }))
+  const high = first.insertCommand(command({ deviceId: 'high', expiresAt: 10 }))
+  first.deleteDevice('high')
+  first.insertCommand(command({ deviceId: 'x' }))
+  first.deleteDevice('x')
+  first.expireCommands([low], 10)
+  const last = first.lastCommandId()
+  t.ok(last > high)
+  first.close()
+  const second = sqliteStore(filename)
+  t.equal(second.lastCommandId(), last, 'the highest of the deleted ids is kept')
+  t.equal(second.getCommand(low, 0), undefined)
+  second.close()
+})
+
+t.test('sqlite-store: the schema version is written and checked', async (t) => {
+  const filename = file()
+  sqliteStore(filename).close()
+  const db = new Database(filename)
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'PRAGMA user_version is SCHEMA_VERSION')
+  t.equal(SCHEMA_VERSION, 1)
+  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
+  t.strictSame(tables, ['commands', 'devices', 'meta'])
+  db.close()
+
+  const reopened = sqliteStore(filename)
+  reopened.insertCommand(command())
+  t.equal(reopened.lastCommandId(), 1, 'a file at the current version opens as is')
+  reopened.close()
+
+  const newer = new Database(filename)
+  newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`)
+  newer.close()
+  const seen = spy(t)
+  expectError(t, () => sqliteStore(filename), 'ERR_SCHEMA', 'a newer file is refused')
+  t.equal(seen.closed.length, 1, 'the database it opened was closed')
+  t.equal(seen.closed[0]?.name, filename)
+  t.equal(seen.closed[0]?.open, false)
+
+  const check = new Database(filename)
+  t.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION + 1, 'the newer file is left untouched')
+  t.equal(check.prepare('SELECT count(*) FROM commands').pluck().get(), 1)
+
+  // A passed-in database of a newer version is refused, and left open for its owner.
+  expectError(t, () => sqliteStore(check), 'ERR_SCHEMA', 'a newer passed-in database is refused')
+  t.equal(check.open, true, 'a passed-in database is not closed')
+  check.close()
+})
+
+t.test('sqlite-store: a passed-in Database is used but not closed', async (t) => {
+  const filename = file()
+  const db = new Database(filename)
+  db.pragma('journal_mode = DELETE')
+  db.pragma('synchronous = OFF')
+  const store = sqliteStore(db, { synchronous: 'full' })
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'the schema is created in it')
+  t.equal(db.pragma('journal_mode', { simple: true }), 'delete', 'its journal mode is left alone')
+  t.equal(db.pragma('synchronous', { simple: true }), 0, 'its synchronous setting is left alone')
+  const id = store.insertCommand(command({ deviceId: 'dev', command: 'via-store' }))
+  t.equal(db.prepare('SELECT command FROM commands WHERE id = ?').pluck().get(id), 'via-store', 'the store writes to it')
+  store.close()
+  t.equal(db.open, true, 'close() leaves it open')
+  expectError(t, () => store.getCommand(id, 0), 'ERR_CLOSED', 'the store is closed')
+  store.close()
+  const again = sqliteStore(db)
+  t.equal(again.getCommand(id, 0)?.command, 'via-store', 'a new store over the same database sees the data')
+  again.close()
+  db.close()
+})
+
+t.test('sqlite-store: close() copes with its database already closed', async (t) => {
+  const seen = spy(t)
+  const store = sqliteStore(file())
+  const db = seen.databases[0] as Database.Database
+  db.close()
+  t.doesNotThrow(() => { store.close() })
+  expectError(t, () => store.lastCommandId(), 'ERR_CLOSED', 'closed')
+})
+
+t.test('sqlite-store: bad arguments throw', async (t) => {
+  for (const bad of [undefined, null, 42, {}, { prepare () {} }, ['a.db']]) {
+    t.throws(() => sqliteStore(bad as unknown as string), TypeError, `${JSON.stringify(bad) ?? 'undefined'} is not a path or Database`)
+  }
+  for (const bad of ['off', 'FULL', 'extra', 1, null]) {
+    t.throws(() => sqliteStore(':memory:', { synchronous: bad as unknown as 'full' }), RangeError, `synchronous ${JSON.stringify(bad)}`)
+  }
+  const filename = file()
+  t.throws(() => sqliteStore(filename, { synchronous: 'bogus' as 'full' }), RangeError)
+  t.equal(fs.existsSync(filename), false, 'options are checked before the file is created')
+  t.throws(() => sqliteStore(path.join(dir, 'missing-dir', 'x.db')), 'an unopenable path throws what better-sqlite3 throws')
+})
+
+t.test('sqlite-store: :memory: works', async (t) => {
+  const a = sqliteStore(':memory:')
+  const b = sqliteStore(':memory:', { synchronous: 'normal' })
+  a.saveDevice(device({ id: 'dev' }))
+  const id = a.insertCommand(command({ deviceId: 'dev' }))
+  t.equal(a.getCommand(id, 0)?.deviceId, 'dev')
+  t.equal(b.getDevice('dev'), undefined, 'each :memory: store is its own database')
+  t.equal(b.lastCommandId(), 0)
+  a.close()
+  b.close()
+})
+
+t.test('sqlite-store: lists and history use an index', async (t) => {
+  const seen = spy(t)
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => { store.close() })
+  store.transaction(() => {
+    for (let i = 0; i < 300; i++) {
+      store.insertCommand(command({ deviceId: `d${i % 10}`, command: `c${i % 7}`, status: i % 3 === 0 ? null : `s${i % 4}`, timestamp: i }))
+    }
+  })
+  const base: CommandQuery = { deviceId: 'd1', sortField: 'timestamp', sortOrder: 'ASC', take: 10, skip: 0 }
+  const plans = new Map<string, string[]>()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  const explain = (label: string, run: () => unknown): void => {
+    const from = seen.sql.length
+    run()
+    // A statement prepared in the constructor is reused; the list statements are prepared on first use.
+    const sql = seen.sql.slice(from).find((s) => s.includes('FROM commands')) ??
+      seen.sql.find((s) => s.includes('FROM commands') && s.includes('device_id = @deviceId AND (timestamp, id)'))
+    t.ok(sql, `${label}: found the statement`)
+    const params = { deviceId: 'd1', now: 0, start: 1, end: 200, command: 'c1', status: 's1', take: 10, skip: 0, timestamp: 0, id: 0, limit: 256 }
+    const used = Object.fromEntries(Object.entries(params).filter(([key]) => (sql ?? '').includes(`@${key}`)))
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql ?? ''}`).all(used) as Array<{ detail: string }>
+    plans.set(label, plan.map((row) => row.detail))
+  }
+  explain('list by timestamp', () => store.listCommands(base, 0))
+  explain('list by timestamp DESC', () => store.listCommands({ ...base, sortOrder: 'DESC' }, 0))
+  explain('list by command', () => store.listCommands({ ...base, sortField: 'command' }, 0))
+  explain('list by command DESC', () => store.listCommands({ ...base, sortField: 'command', sortOrder: 'DESC' }, 0))
+  explain('list by status', () => store.listCommands({ ...base, sortField: 'status' }, 0))
+  explain('list by status DESC', () => store.listCommands({ ...base, sortField: 'status', sortOrder: 'DESC' }, 0))
+  explain('list with every filter', () => store.listCommands({ ...base, start: 1, end: 200, command: 'c1', status: 's1' }, 0))
+  explain('history of a device', () => store.commandsAfter({ deviceId: 'd1' }, 0, 10, 0, () => true))
+  t.equal(plans.size, 8)
+  for (const [label, details] of plans) {
+    t.ok(details.length > 0, `${label}: has a plan`)
+    t.notOk(details.some((d) => /\bSCAN commands\b/.test(d) && !/USING (COVERING )?INDEX/.test(d)),
+      `${label}: no full table scan (${details.join('; ')})`)
+    if (label !== 'list with every filter') {
+      t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order`)
+    }
+  }
+  t.match(plans.get('history of a device')?.join(';'), /commands_device_time/)
+})
