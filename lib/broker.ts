@@ -180,6 +180,7 @@ export class Broker {
       onExpire: (ids) => { this.#expire(ids) }
     })
     this.#host = {
+      open: (state) => { this.#sessions.add(state) },
       dispatch: (state, message, token) => this.#dispatch(state, message, token),
       closeSession: (state) => { this.#closeSession(state) }
     }
@@ -205,8 +206,7 @@ export class Broker {
   session (push: PushFunction): Session {
     if (this.#closed) throw new BrokerError('ERR_CLOSED', 'broker.session: the broker is closed')
     if (typeof push !== 'function') throw new TypeError(`broker.session: push must be a function, received ${typeof push}`)
-    const session = new Session(this.#host, push)
-    return session
+    return new Session(this.#host, push)
   }
 
   /**
@@ -526,6 +526,11 @@ export class Broker {
       if (held !== undefined) held.push(push)
       else this.#push(session, push)
     }
+    // History is read before the subscription exists: if the store fails, nothing is left
+    // behind. Nothing can commit in between, as all of this runs synchronously.
+    const history = body.timestamp !== undefined && body.timestamp !== null && !updates && limit > 0
+      ? this.#store.commandsAfter(filter, body.timestamp, limit, this.#clock.now(), visible)
+      : []
     const remove = this.#fanOut.add({
       filter,
       updates,
@@ -540,12 +545,7 @@ export class Broker {
       timestamp: body.timestamp === undefined || body.timestamp === null ? null : formatTimestamp(body.timestamp),
       remove
     })
-    this.#sessions.add(session)
-    if (body.timestamp !== undefined && body.timestamp !== null && !updates && limit > 0) {
-      for (const record of this.#store.commandsAfter(filter, body.timestamp, limit, this.#clock.now(), visible)) {
-        deliver(toCommand(record))
-      }
-    }
+    for (const record of history) deliver(toCommand(record))
     session.unreleased.push(() => {
       const pushes = held as Push[]
       held = undefined

@@ -30,17 +30,23 @@ class MemoryStore implements Store {
 
   transaction<T>(fn: () => T): T {
     this.#open()
-    if (this.#undo !== undefined) return fn()
-    const undo: Undo[] = []
+    // A nested transaction shares the outer undo log and undoes only its own part of it,
+    // as SQLite's savepoints do.
+    const outer = this.#undo
+    const undo: Undo[] = outer ?? []
+    const mark = undo.length
     this.#undo = undo
+    let result: T
     try {
-      return fn()
+      result = fn()
     } catch (err) {
-      for (let i = undo.length - 1; i >= 0; i--) this.#revert(undo[i] as Undo)
+      for (let i = undo.length - 1; i >= mark; i--) this.#revert(undo[i] as Undo)
+      undo.length = mark
+      this.#undo = outer
       throw err
-    } finally {
-      this.#undo = undefined
     }
+    this.#undo = outer
+    return result
   }
 
   getDevice (id: string): DeviceRecord | undefined {
@@ -107,7 +113,8 @@ class MemoryStore implements Store {
     record.lastUpdated = lastUpdated
     record.updated = true
     this.#undo?.push({ op: 'update', record, before })
-    return before
+    // The undo log keeps `before`: hand out a copy.
+    return { ...before }
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
@@ -173,6 +180,7 @@ class MemoryStore implements Store {
 
   expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
     this.#open()
+    if (limit <= 0) return []
     let rest: Iterator<CommandRecord>
     if (this.#page !== undefined && this.#page.afterId === afterId) {
       rest = this.#page.rest
@@ -280,5 +288,6 @@ function compare (a: string | number | null, b: string | number | null): number 
     i += x > 0xffff ? 2 : 1
     j += y > 0xffff ? 2 : 1
   }
-  return a.length < b.length ? -1 : a.length > b.length ? 1 : 0
+  // Equal so far and a !== b: the shorter is a prefix of the longer.
+  return a.length < b.length ? -1 : 1
 }

@@ -80,12 +80,16 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
     throw new TypeError(`createBroker: options must be an object with secret or key, received ${describe(options)}`)
   }
   for (const name of Object.keys(options)) {
-    if (name !== 'secret' && name !== 'key' && name !== 'clock' && !(name in DEFAULTS)) {
+    if (name !== 'secret' && name !== 'key' && name !== 'clock' && !Object.hasOwn(DEFAULTS, name)) {
       throw new TypeError(`createBroker: unknown option ${name}; expected one of secret, key, clock, ${Object.keys(DEFAULTS).join(', ')}`)
     }
   }
   const key = resolveKey(options, 'createBroker')
-  const clock = options.clock ?? systemClock
+  // Only undefined means "use the default": null is a value, and a wrong one.
+  const clock = options.clock === undefined ? systemClock : options.clock
+  if (clock === null || typeof clock !== 'object') {
+    throw new TypeError(`createBroker: options.clock must be an object with now(), setTimeout() and clearTimeout(), received ${describe(clock)}`)
+  }
   for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {
     if (typeof (clock as Partial<Clock>)[method] !== 'function') {
       throw new TypeError(`createBroker: options.clock must have now(), setTimeout() and clearTimeout(); ${method} is ${describe((clock as Partial<Clock>)[method])}`)
@@ -93,7 +97,7 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
   }
   const resolved: Record<string, unknown> = { key, clock }
   for (const name of Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>) {
-    const value = options[name] ?? DEFAULTS[name]
+    const value = options[name] === undefined ? DEFAULTS[name] : options[name]
     const [min, max] = LIMITS[name]
     if (typeof value !== 'number') {
       throw new TypeError(`createBroker: options.${name} must be an integer, received ${describe(value)}`)
@@ -108,6 +112,7 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
 
 /** A short, safe description of a value for error messages. */
 export function describe (value: unknown): string {
+  if (value === undefined) return 'undefined'
   if (value === null) return 'null'
   if (typeof value === 'object') return value.constructor?.name ?? 'object'
   if (typeof value === 'function') return 'function'

@@ -10,6 +10,7 @@ export type PushFunction = (message: Push) => unknown
 
 /** What a session needs from its broker. Internal. */
 export interface SessionHost {
+  open: (state: SessionState) => void
   dispatch: (state: SessionState, message: unknown, token: unknown) => Promise<Reply>
   closeSession: (state: SessionState) => void
 }
@@ -59,6 +60,7 @@ export class Session {
   constructor (host: SessionHost, push: PushFunction) {
     this.#host = host
     this.#state = { token: undefined, subscriptions: new Map(), push, closed: false, unreleased: [] }
+    host.open(this.#state)
   }
 
   /**

@@ -39,9 +39,9 @@ function parseJson (text: string | null): Json {
   return text === null ? null : JSON.parse(text) as Json
 }
 
-/** Freezes a JSON value and everything inside it; returns it. */
+/** Freezes a JSON value (no cycles) and everything inside it; returns it. */
 export function deepFreeze<T> (value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+  if (value !== null && typeof value === 'object') {
     Object.freeze(value)
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
   }

@@ -137,8 +137,11 @@ t.test('options: a clock missing a method is a TypeError', async (t) => {
   expectError(t, () => resolveWith({ clock: { ...full, now: 5 } }), TypeError,
     'createBroker: options.clock must have now(), setTimeout() and clearTimeout(); now is number 5', 'now not a function')
   expectError(t, () => resolveWith({ clock: { ...full, clearTimeout: null } }), TypeError, /; clearTimeout is null$/, 'clearTimeout null')
-  expectError(t, () => resolveWith({ clock: Date }), TypeError, /; setTimeout is /, 'Date is not a clock')
-  expectError(t, () => resolveWith({ clock: 'system' }), TypeError, /options\.clock must have/, 'a string')
+  expectError(t, () => resolveWith({ clock: Date }), TypeError, 'createBroker: options.clock must be an object with now(), setTimeout() and clearTimeout(), received function', 'Date is not a clock')
+  expectError(t, () => resolveWith({ clock: 'system' }), TypeError, /options\.clock must be an object .*, received string "system"$/, 'a string')
+  expectError(t, () => resolveWith({ clock: null }), TypeError, /options\.clock must be an object .*, received null$/, 'null is not "use the default"')
+  expectError(t, () => resolveWith({ tick: null }), TypeError, 'createBroker: options.tick must be an integer, received null', 'null is not "use the default" either')
+  expectError(t, () => resolveWith({ constructor: 5 }), TypeError, /unknown option constructor/, 'inherited names are unknown options too')
 })
 
 t.test('options: describe names null', async (t) => {

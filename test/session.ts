@@ -905,6 +905,7 @@ t.test('session: broker.close() closes every session', async (t) => {
   await broker.close()
   t.equal(a.session.closed, true)
   t.equal(b.session.closed, true)
+  t.equal(idle.session.closed, true, 'also a session that never subscribed')
   for (const { session } of [a, b, idle]) {
     t.strictSame(errorOf(await session.handle({ action: 'subscription/list' })), CLOSED)
   }
@@ -995,6 +996,7 @@ t.test('session: a history read the store fails answers 500 and reports ERR_STOR
   const { session } = await connect(broker, admin)
   t.strictSame(errorOf(await session.handle({ action: 'command/subscribe', timestamp: iso(0) })), { code: 500, error: 'Internal server error' })
   t.equal(errors[0]?.code, 'ERR_STORE')
+  t.strictSame(body(await session.handle({ action: 'subscription/list' })).subscriptions, [], 'the failed subscribe left no subscription behind')
 })
 
 // --- wrong types ----------------------------------------------------------------------------

@@ -267,9 +267,12 @@ t.test('sqlite-store: lists and history use an index', async (t) => {
     t.ok(details.length > 0, `${label}: has a plan`)
     t.notOk(details.some((d) => /\bSCAN commands\b/.test(d) && !/USING (COVERING )?INDEX/.test(d)),
       `${label}: no full table scan (${details.join('; ')})`)
-    if (label !== 'list with every filter') {
+    // Sorting by command or status sorts the device's rows in the window: a deliberate
+    // trade-off, as indexes keyed by device cost most of the write throughput (sqlite-store.ts).
+    if (label.startsWith('list by timestamp') || label.startsWith('history')) {
       t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order`)
     }
+    t.ok(details.some((d) => d.includes('commands_device_time')), `${label}: searches the device's range`)
   }
   t.match(plans.get('history of a device')?.join(';'), /commands_device_time/)
 })

@@ -155,3 +155,10 @@ t.test('wire: frameFailure has exactly code, status, error', async (t) => {
   t.strictSame(Object.keys(reply), ['code', 'status', 'error'])
   t.equal(JSON.stringify(reply), '{"code":400,"status":"error","error":"Malformed Json received."}')
 })
+
+t.test('wire: deepFreeze reaches inside an object that is already frozen', async (t) => {
+  const inner = { b: 1 }
+  const outer = Object.freeze({ a: inner })
+  deepFreeze(outer)
+  t.ok(Object.isFrozen(inner))
+})
