@@ -223,8 +223,9 @@ export class TimerWheel {
     }
   }
 
+  // Arms for the late entries, else for the first non-empty slot from the cursor. An empty
+  // wheel scans every slot once and arms nothing: that happens once, when a run empties it.
   #armNext (): void {
-    if (this.#size === 0) return
     if (this.#lateKeys.length > 0) {
       // Late entries are normally due already; if the clock stepped back, wait for them.
       let earliest = Infinity
@@ -243,7 +244,8 @@ export class TimerWheel {
   #arm (fireAt: number): void {
     this.#disarm()
     this.#armedAt = fireAt
-    this.#timer = this.#clock.setTimeout(this.#onTimer, Math.max(0, fireAt - this.#clock.now()))
+    // Node's timers take at most 2^31 - 1 ms; a farther entry just wakes the wheel early, once.
+    this.#timer = this.#clock.setTimeout(this.#onTimer, Math.min(Math.max(0, fireAt - this.#clock.now()), MAX_DELAY))
   }
 
   #disarm (): void {
@@ -257,6 +259,8 @@ export class TimerWheel {
     this.#ats[slot] = undefined
   }
 }
+
+const MAX_DELAY = 2 ** 31 - 1
 
 // Moves up to `budget` entries with at <= now from the parallel arrays into `due`,
 // swapping each with the last element so removal is O(1). Returns the budget left.

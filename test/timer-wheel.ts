@@ -592,6 +592,7 @@ t.test('timer-wheel: a step back during a batched burst loses nothing', async (t
   for (let i = 0; i < 6; i++) wheel.add(i, 30 + i * 10)
   base.advance(30)
   t.same(fired, [{ key: 0, now: 30 }])
+  await turn() // a new event-loop turn: a full batch is available again
   step(1000) // wall time leaps: everything is due at once, in batches
   base.advance(10)
   t.equal(fired.length, 3)
@@ -1023,4 +1024,34 @@ t.test('timer-wheel: a stepping clock never fires early and loses nothing', asyn
     { numRuns: 300 }
   )
   t.pass('300 random stepping scenarios held')
+})
+
+t.test('timer-wheel: a manual clock jumping many boundaries still fires at most a batch per turn', async (t) => {
+  const { clock, wheel, calls } = setup({ tick: 10, batch: 3 })
+  // Ten boundaries with one entry each: advance() fires boundary after boundary synchronously.
+  for (let i = 1; i <= 10; i++) wheel.add(i, i * 10)
+  clock.advance(100)
+  t.equal(calls.flat().length, 3, 'the first turn stops after one batch')
+  await turn()
+  t.equal(calls.flat().length, 6)
+  await turn()
+  await turn()
+  await turn()
+  t.same(calls.flat().sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the rest follow, a batch a turn')
+  t.ok(calls.every((keys) => keys.length <= 3))
+})
+
+t.test('timer-wheel: an entry beyond a 32-bit timer delay arms no overflowing timer', async (t) => {
+  const delays: number[] = []
+  const clock = manualClock()
+  const spy = { ...clock, setTimeout: (callback: () => void, ms: number) => { delays.push(ms); return clock.setTimeout(callback, ms) } }
+  const fired: number[] = []
+  const wheel = new TimerWheel({ clock: spy, tick: 100, onExpire: (keys) => { fired.push(...keys) } })
+  const far = 30 * 86_400_000
+  wheel.add(1, far)
+  t.ok(delays.every((ms) => ms <= 2 ** 31 - 1), 'every delay fits a 32-bit signed integer')
+  clock.advance(2 ** 31 - 1)
+  t.same(fired, [], 'waking early fires nothing')
+  clock.advance(far - (2 ** 31 - 1))
+  t.same(fired, [1], 'fires on time')
 })
