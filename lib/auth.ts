@@ -117,13 +117,15 @@ export function resolveKey (options: { secret?: unknown, key?: unknown }, who: s
 
 /**
  * Verifies tokens and compiles their grants. Verified grants are cached by
- * the exact token string (least recently used out), so a session's repeated
- * token costs a Map lookup, while expiry is still checked against the clock
- * on every call.
+ * the exact token string, so a session's repeated token costs a Map lookup,
+ * while expiry is still checked against the clock on every call. Eviction is
+ * least recently used, approximated CLOCK-style: a hit only marks the entry,
+ * and a marked entry gets a second chance when it comes up for eviction.
  */
 export class Authenticator {
   readonly #verify: (token: string) => unknown
-  readonly #cache = new Map<string, Grant>()
+  // Map order is insertion order: the first entry is the next candidate for eviction.
+  readonly #cache = new Map<string, { grant: Grant, used: boolean }>()
   readonly #cacheSize: number
 
   constructor (key: Buffer, cacheSize: number) {
@@ -136,22 +138,33 @@ export class Authenticator {
   grant (token: unknown, now: number): Grant {
     if (token === undefined || token === null || token === '') throw new ProtocolError(401, UNAUTHORIZED)
     if (typeof token !== 'string') throw new ProtocolError(401, INVALID_CREDENTIALS)
-    let grant = this.#cache.get(token)
-    if (grant === undefined) {
+    const cached = this.#cache.get(token)
+    let grant: Grant
+    if (cached === undefined) {
       grant = this.#compile(token)
-      if (this.#cache.size >= this.#cacheSize) {
-        // Maps iterate in insertion order: the first key is the least recently used.
-        const oldest = this.#cache.keys().next()
-        if (oldest.done !== true) this.#cache.delete(oldest.value)
+      if (this.#cacheSize > 0) {
+        this.#evict()
+        this.#cache.set(token, { grant, used: false })
       }
-      if (this.#cacheSize > 0) this.#cache.set(token, grant)
     } else {
-      // Re-insert to mark it recently used.
-      this.#cache.delete(token)
-      this.#cache.set(token, grant)
+      cached.used = true
+      grant = cached.grant
     }
     if (grant.expiresAt < now) throw new ProtocolError(401, TOKEN_EXPIRED)
     return grant
+  }
+
+  // Makes room for one entry: the oldest unmarked entry goes; marked ones it passes over
+  // lose their mark and move to the back. Ends within one pass plus one.
+  #evict (): void {
+    for (const [token, entry] of this.#cache) {
+      if (this.#cache.size < this.#cacheSize) return
+      this.#cache.delete(token)
+      if (entry.used) {
+        entry.used = false
+        this.#cache.set(token, entry)
+      }
+    }
   }
 
   #compile (token: string): Grant {

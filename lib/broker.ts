@@ -16,7 +16,7 @@ import {
   commandUnsubscribeSchema, type Command, type Push, type Reply
 } from './schema.js'
 import { Session, type PushFunction, type SessionHost, type SessionState, type SessionSubscription } from './session.js'
-import type { CommandFilter, CommandPatch, CommandRecord, DeviceRecord, NewCommandRecord, Store } from './store.js'
+import type { CommandFilter, CommandPatch, CommandRecord, DeviceRecord, Store } from './store.js'
 import { formatTimestamp } from './timestamp.js'
 import { TimerWheel } from './timer-wheel.js'
 import { failure, frameFailure, success, toCommand, toDevice } from './wire.js'
@@ -76,30 +76,59 @@ const RETRY_MS = 1000
 type Message = Record<string, unknown>
 type Payload = object | undefined
 
-interface InsertOp {
-  readonly kind: 'insert'
-  readonly record: NewCommandRecord
-  id: number
-  failed: boolean
+// A write a request is waiting on. Handlers return one instead of a payload; the dispatcher
+// awaits its batch's commit, then asks it for the reply payload.
+abstract class WriteOp {
+  failed = false
+  // The commit of its batch; set when queued.
+  done: Promise<void> | undefined
+
+  /** The reply payload once committed; throws the ProtocolError to answer instead. */
+  abstract payload (): Payload
 }
 
-interface UpdateOp {
-  readonly kind: 'update'
-  readonly id: number
-  readonly deviceId: string
-  readonly patch: CommandPatch
-  readonly lastUpdated: number
-  readonly now: number
+class InsertOp extends WriteOp {
+  readonly kind = 'insert'
+  // Its id is 0 until the store assigns one at commit.
+  readonly record: CommandRecord
+
+  constructor (record: CommandRecord) {
+    super()
+    this.record = record
+  }
+
+  payload (): Payload {
+    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    const { id, timestamp, userId } = this.record
+    const formatted = formatTimestamp(timestamp)
+    return { command: { id, timestamp: formatted, lastUpdated: formatted, userId } }
+  }
+}
+
+class UpdateOp extends WriteOp {
+  readonly kind = 'update'
   // The command before the change; undefined if it did not exist (or had expired) at commit.
   before: CommandRecord | undefined
-  failed: boolean
-}
 
-type WriteOp = InsertOp | UpdateOp
+  constructor (
+    readonly id: number,
+    readonly deviceId: string,
+    readonly patch: CommandPatch,
+    readonly now: number
+  ) {
+    super()
+  }
+
+  payload (): Payload {
+    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    if (this.before === undefined) throw new ProtocolError(404, commandNotFound(this.id))
+    return undefined
+  }
+}
 
 // Writes waiting for the next commit, and one promise all their requests await.
 interface Batch {
-  readonly ops: WriteOp[]
+  readonly ops: Array<InsertOp | UpdateOp>
   readonly done: Promise<void>
   readonly resolve: () => void
 }
@@ -161,7 +190,7 @@ export class Broker {
   #recoveredTo = 0
   readonly #recoverUpTo: number
   readonly #report: RecoveryReport = { expired: 0, rearmed: 0 }
-  #resolveReady: (report: RecoveryReport) => void = () => {}
+  readonly #resolveReady: (report: RecoveryReport) => void
   #recoveryImmediate: NodeJS.Immediate | undefined
   #recoveryTimer: unknown
 
@@ -184,7 +213,9 @@ export class Broker {
       dispatch: (state, message, token) => this.#dispatch(state, message, token),
       closeSession: (state) => { this.#closeSession(state) }
     }
-    this.ready = new Promise((resolve) => { this.#resolveReady = resolve })
+    const ready = deferred<RecoveryReport>()
+    this.ready = ready.promise
+    this.#resolveReady = ready.resolve
     // Recovery waits a turn, so listeners attached right after createBroker() see its events.
     this.#recoveryImmediate = setImmediate(this.#recover)
   }
@@ -288,17 +319,21 @@ export class Broker {
       action = msg.action ?? null
       requestId = msg.requestId ?? null
       if (this.#closed || session?.closed === true) return failure(action, requestId, 503, BROKER_CLOSED)
-      const payload = await this.#route(session, msg, token)
-      return success(action, requestId, payload)
+      const routed = this.#route(session, msg, token)
+      if (routed instanceof WriteOp) {
+        await routed.done
+        return success(action, requestId, routed.payload())
+      }
+      return success(action, requestId, routed)
     } catch (err) {
       if (err instanceof ProtocolError) return failure(action, requestId, err.code, err.error)
-      if (err instanceof BrokerError && err.code === 'ERR_STORE') this.#fail('ERR_STORE', err.message, err)
+      if (err instanceof BrokerError && err.code === 'ERR_STORE') this.#fail('ERR_STORE', 'a request failed in the store; answered 500', err)
       else this.#fail('ERR_INTERNAL', 'handling a request failed', err)
       return failure(action, requestId, 500, INTERNAL_ERROR)
     }
   }
 
-  #route (session: SessionState | undefined, msg: Message, token: unknown): Payload | Promise<Payload> {
+  #route (session: SessionState | undefined, msg: Message, token: unknown): Payload | WriteOp {
     const action = msg.action
     switch (action) {
       case 'authenticate': return this.#authenticate(session, msg)
@@ -357,7 +392,7 @@ export class Broker {
     return undefined
   }
 
-  async #insert (grant: Grant, msg: Message): Promise<Payload> {
+  #insert (grant: Grant, msg: Message): InsertOp {
     const device = this.#device(grant, Action.CreateDeviceCommand, msg)
     if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
     const { maxLifetime, maxPendingPerDevice } = this.#options
@@ -372,10 +407,8 @@ export class Broker {
       throw new ProtocolError(400, validationFailed(`device ${device.id} has ${pending.count} pending commands, the limit is ${maxPendingPerDevice}`))
     }
     const timestamp = body.timestamp ?? now
-    const op: InsertOp = {
-      kind: 'insert',
-      record: {
-        command: body.command,
+    const op = new InsertOp({
+      command: body.command,
         timestamp,
         lastUpdated: timestamp,
         userId: grant.userId,
@@ -386,20 +419,15 @@ export class Broker {
         lifetime,
         status: body.status ?? null,
         result,
-        expiresAt: lifetime === null ? null : now + lifetime * 1000,
-        updated: false
-      },
-      id: 0,
-      failed: false
-    }
+      expiresAt: lifetime === null ? null : now + lifetime * 1000,
+      updated: false,
+      id: 0
+    })
     pending.count++
-    await this.#write(op)
-    if (op.failed) throw new ProtocolError(500, INTERNAL_ERROR)
-    const formatted = formatTimestamp(timestamp)
-    return { command: { id: op.id, timestamp: formatted, lastUpdated: formatted, userId: grant.userId } }
+    return this.#write(op)
   }
 
-  async #update (grant: Grant, msg: Message): Promise<Payload> {
+  #update (grant: Grant, msg: Message): UpdateOp {
     if (!allows(grant, Action.UpdateDeviceCommand)) throw new ProtocolError(403, ACCESS_DENIED)
     const commandId = this.#commandId(msg)
     const device = this.#device(grant, Action.UpdateDeviceCommand, msg)
@@ -408,12 +436,7 @@ export class Broker {
     const patch: CommandPatch = {}
     if (body.status !== undefined) patch.status = body.status
     if (body.result !== undefined) patch.result = this.#json('result', body.result)
-    const now = this.#clock.now()
-    const op: UpdateOp = { kind: 'update', id: commandId, deviceId: device.id, patch, lastUpdated: now, now, before: undefined, failed: false }
-    await this.#write(op)
-    if (op.failed) throw new ProtocolError(500, INTERNAL_ERROR)
-    if (op.before === undefined) throw new ProtocolError(404, commandNotFound(commandId))
-    return undefined
+    return this.#write(new UpdateOp(commandId, device.id, patch, this.#clock.now()))
   }
 
   #get (grant: Grant, msg: Message): Payload {
@@ -619,19 +642,19 @@ export class Broker {
 
   // --- writes ---------------------------------------------------------------------------
 
-  // Queues a write for the next commit and resolves once it has been committed (or failed).
+  // Queues a write for the next commit; its `done` settles once committed (or failed).
   // Writes that arrive in the same event-loop turn share one transaction: group commit.
-  #write (op: WriteOp): Promise<void> {
+  #write<Op extends InsertOp | UpdateOp>(op: Op): Op {
     let batch = this.#batch
     if (batch === undefined) {
-      let resolve: () => void = () => {}
-      const done = new Promise<void>((r) => { resolve = r })
-      batch = { ops: [], done, resolve }
+      const { promise, resolve } = deferred<void>()
+      batch = { ops: [], done: promise, resolve }
       this.#batch = batch
       this.#flushImmediate = setImmediate(this.#flush)
     }
     batch.ops.push(op)
-    return batch.done
+    op.done = batch.done
+    return op
   }
 
   readonly #flush = (): void => {
@@ -649,13 +672,13 @@ export class Broker {
     this.#flush()
   }
 
-  #commit (ops: WriteOp[]): void {
+  #commit (ops: Array<InsertOp | UpdateOp>): void {
     const store = this.#store
     try {
       store.transaction(() => {
         for (const op of ops) {
-          if (op.kind === 'insert') op.id = store.insertCommand(op.record)
-          else op.before = store.updateCommand(op.id, op.deviceId, op.patch, op.lastUpdated, op.now)
+          if (op.kind === 'insert') op.record.id = store.insertCommand(op.record)
+          else op.before = store.updateCommand(op.id, op.deviceId, op.patch, op.now, op.now)
         }
       })
     } catch (err) {
@@ -669,9 +692,9 @@ export class Broker {
     // Committed: only now do timers start and subscribers hear of it.
     for (const op of ops) {
       if (op.kind === 'insert') {
-        const record: CommandRecord = { ...op.record, id: op.id }
+        const { record } = op
         if (record.expiresAt !== null && !this.#closed) this.#wheel.add(record.id, record.expiresAt)
-        this.#fanOut.publish(new CommandEvent(record), false)
+        if (this.#fanOut.has(false)) this.#fanOut.publish(new CommandEvent(record), false)
       } else if (op.before !== undefined) {
         const { before, patch } = op
         if (!before.updated) this.#uncount(before.deviceId)
@@ -679,10 +702,10 @@ export class Broker {
           ...before,
           status: patch.status === undefined ? before.status : patch.status,
           result: patch.result === undefined ? before.result : patch.result,
-          lastUpdated: op.lastUpdated,
+          lastUpdated: op.now,
           updated: true
         }
-        this.#fanOut.publish(new CommandEvent(after), true)
+        if (this.#fanOut.has(true)) this.#fanOut.publish(new CommandEvent(after), true)
       }
     }
   }
@@ -724,7 +747,6 @@ export class Broker {
   // Expires the commands among `ids` that are due, and reports those never updated.
   // Returns how many left the store.
   #expire (ids: number[]): number {
-    if (this.#closed) return 0
     const now = this.#clock.now()
     let removed: CommandRecord[]
     try {
@@ -739,7 +761,7 @@ export class Broker {
       const pending = this.#pending.get(record.deviceId)
       if (pending !== undefined && (record.expiresAt as number) > pending.since && pending.count > 0) pending.count--
       this.#emit('expired', new CommandEvent(record).command)
-      this.#fanOut.publish(new CommandEvent({ ...record, status: 'expired' }), true)
+      if (this.#fanOut.has(true)) this.#fanOut.publish(new CommandEvent({ ...record, status: 'expired' }), true)
     }
     return removed.length
   }
@@ -747,7 +769,6 @@ export class Broker {
   readonly #recover = (): void => {
     this.#recoveryImmediate = undefined
     this.#recoveryTimer = undefined
-    if (this.#closed) return
     let page: Array<[number, number]>
     try {
       // One page per event-loop turn, no bigger than what expiry may do in one turn.
@@ -791,8 +812,12 @@ export class Broker {
     }
   }
 
+  // Reports on `error`: what happened, then what failed; `cause` is the original error (the
+  // store's own, not the guard's wrapper).
   #fail (code: BrokerErrorCode, message: string, cause: unknown): void {
-    const error = cause instanceof BrokerError && cause.code === code ? cause : new BrokerError(code, message, { cause })
+    const original = cause instanceof BrokerError && cause.code === 'ERR_STORE' ? cause.cause : cause
+    const detail = original instanceof Error ? original.message : String(original)
+    const error = new BrokerError(code, `${message}: ${detail}`, { cause: original })
     const listeners = this.#events.all.get('error') as Array<(value: unknown) => void> | undefined
     if (listeners === undefined || listeners.length === 0) {
       // Nobody listens: say it once on stderr rather than lose it.
@@ -807,6 +832,13 @@ export class Broker {
       }
     }
   }
+}
+
+// A promise and its resolve function (Promise.withResolvers is Node 22+).
+function deferred<T> (): { promise: Promise<T>, resolve: (value: T) => void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => { resolve = r })
+  return { promise, resolve }
 }
 
 // Empty lists mean "no filter", as absent ones do.
@@ -837,19 +869,17 @@ function malformed (): ProtocolError {
 
 // command/insert: a wrong JSON type anywhere wins (DeviceHive fails to read the message
 // before it validates), then the name, then the lifetime's range.
-// No issues at all means the lifetime is above the broker's maximum.
+// No issues at all means the lifetime is above the broker's maximum. Past the loop, every
+// issue was about the name or the lifetime's value.
 function insertError (issues: z.core.$ZodIssue[], maxLifetime: number): ProtocolError {
   let name = false
-  let lifetime = issues.length === 0
   for (const issue of issues) {
     const field = issue.path[0]
     if (field === 'command') name = true
-    else if (field === 'lifetime' && !(issue.code === 'invalid_type' && issue.expected !== 'int')) lifetime = true
-    else return malformed()
+    else if (field !== 'lifetime' || (issue.code === 'invalid_type' && issue.expected !== 'int')) return malformed()
   }
   if (name) return new ProtocolError(400, COMMAND_NAME_INVALID)
-  if (lifetime) return new ProtocolError(400, validationFailed(`lifetime must be an integer from 1 to ${maxLifetime} (seconds)`))
-  return malformed()
+  return new ProtocolError(400, validationFailed(`lifetime must be an integer from 1 to ${maxLifetime} (seconds)`))
 }
 
 // device/save: types first, then the name.

@@ -62,7 +62,8 @@ export class FanOut {
   readonly #inserts = index()
   readonly #updates = index()
   readonly #onError: (error: unknown, subscriber: Subscriber) => void
-  #size = 0
+  #insertSubscribers = 0
+  #updateSubscribers = 0
 
   /** `onError` receives whatever a subscriber's `deliver` throws; the other subscribers still run. */
   constructor (onError: (error: unknown, subscriber: Subscriber) => void) {
@@ -71,7 +72,12 @@ export class FanOut {
 
   /** Subscribers added and not removed. */
   get size (): number {
-    return this.#size
+    return this.#insertSubscribers + this.#updateSubscribers
+  }
+
+  /** Whether any subscriber takes updates (or, with `updates` false, inserts): else skip the event. */
+  has (updates: boolean): boolean {
+    return (updates ? this.#updateSubscribers : this.#insertSubscribers) > 0
   }
 
   /** Adds a subscriber; returns the function that removes it (idempotent). */
@@ -97,12 +103,15 @@ export class FanOut {
       keys.push([target.everything, EVERYTHING])
     }
     for (const [emitter, key] of keys) emitter.on(key, handler)
-    this.#size++
+    const updates = subscriber.updates
+    if (updates) this.#updateSubscribers++
+    else this.#insertSubscribers++
     let removed = false
     return () => {
       if (removed) return
       removed = true
-      this.#size--
+      if (updates) this.#updateSubscribers--
+      else this.#insertSubscribers--
       for (const [emitter, key] of keys) {
         emitter.off(key, handler)
         // mitt keeps an empty list per key; drop it so keys of gone devices do not pile up.

@@ -1,5 +1,7 @@
 import { BrokerError } from './errors.js'
-import type { Store } from './store.js'
+import type {
+  CommandFilter, CommandPatch, CommandQuery, CommandRecord, DeviceRecord, ExpiryRef, NewCommandRecord, Store
+} from './store.js'
 
 const METHODS = [
   'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'insertCommand', 'getCommand', 'updateCommand',
@@ -13,21 +15,78 @@ const METHODS = [
  * Throws `TypeError` if `store` lacks a method of the {@link Store} interface.
  */
 export function guardStore (store: Store): Store {
-  const guarded: Record<string, unknown> = {}
   for (const name of METHODS) {
     const method = (store as unknown as Record<string, unknown> | null)?.[name]
     if (typeof method !== 'function') {
       throw new TypeError(`createBroker: store must implement the Store interface; store.${name} is ${typeof method}`)
     }
-    guarded[name] = (...args: unknown[]): unknown => {
-      try {
-        return method.apply(store, args)
-      } catch (err) {
-        throw storeError(err)
-      }
-    }
   }
-  return guarded as unknown as Store
+  return new GuardedStore(store)
+}
+
+// One plain method per call, no rest arguments: these sit on every request's path.
+class GuardedStore implements Store {
+  readonly #store: Store
+
+  constructor (store: Store) {
+    this.#store = store
+  }
+
+  transaction<T>(fn: () => T): T {
+    try { return this.#store.transaction(fn) } catch (err) { throw storeError(err) }
+  }
+
+  getDevice (id: string): DeviceRecord | undefined {
+    try { return this.#store.getDevice(id) } catch (err) { throw storeError(err) }
+  }
+
+  saveDevice (device: DeviceRecord): void {
+    try { this.#store.saveDevice(device) } catch (err) { throw storeError(err) }
+  }
+
+  deleteDevice (id: string): ExpiryRef[] {
+    try { return this.#store.deleteDevice(id) } catch (err) { throw storeError(err) }
+  }
+
+  insertCommand (command: NewCommandRecord): number {
+    try { return this.#store.insertCommand(command) } catch (err) { throw storeError(err) }
+  }
+
+  getCommand (id: number, now: number): CommandRecord | undefined {
+    try { return this.#store.getCommand(id, now) } catch (err) { throw storeError(err) }
+  }
+
+  updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
+    try { return this.#store.updateCommand(id, deviceId, patch, lastUpdated, now) } catch (err) { throw storeError(err) }
+  }
+
+  expireCommands (ids: readonly number[], now: number): CommandRecord[] {
+    try { return this.#store.expireCommands(ids, now) } catch (err) { throw storeError(err) }
+  }
+
+  listCommands (query: CommandQuery, now: number): CommandRecord[] {
+    try { return this.#store.listCommands(query, now) } catch (err) { throw storeError(err) }
+  }
+
+  commandsAfter (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean): CommandRecord[] {
+    try { return this.#store.commandsAfter(filter, after, limit, now, accept) } catch (err) { throw storeError(err) }
+  }
+
+  countPending (deviceId: string, now: number): number {
+    try { return this.#store.countPending(deviceId, now) } catch (err) { throw storeError(err) }
+  }
+
+  expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
+    try { return this.#store.expiringCommands(afterId, maxId, limit) } catch (err) { throw storeError(err) }
+  }
+
+  lastCommandId (): number {
+    try { return this.#store.lastCommandId() } catch (err) { throw storeError(err) }
+  }
+
+  close (): void {
+    try { this.#store.close() } catch (err) { throw storeError(err) }
+  }
 }
 
 function storeError (err: unknown): BrokerError {
