@@ -681,3 +681,58 @@ function bind (store: Store): Store {
   }
   return out as unknown as Store
 }
+
+t.test('broker: a string message over maxFrameBytes is refused before it is parsed', async (t) => {
+  const { broker, admin } = setup(t, { maxFrameBytes: 64 })
+  const tooBig = JSON.stringify({ action: 'device/get', deviceId: 'x'.repeat(60) })
+  t.strictSame(await broker.handle(tooBig, admin), { code: 400, status: 'error', error: 'Validation failed with following violations: message must be at most 64 bytes' })
+  const multiByte = JSON.stringify({ action: 'device/get', deviceId: 'é'.repeat(24) })
+  t.ok(multiByte.length <= 64 && Buffer.byteLength(multiByte) > 64, 'fits in characters, not in bytes')
+  t.equal((await broker.handle(multiByte, admin)).code, 400)
+  t.strictSame(errorOf(await broker.handle(JSON.stringify({ action: 'device/get', deviceId: 'é'.repeat(10) }), admin)),
+    { code: 404, error: `Device with such deviceId = ${'é'.repeat(10)} not found` }, 'under the limit in bytes: handled')
+  t.equal((await broker.handle({ action: 'device/get', deviceId: 'x'.repeat(100) }, admin)).code, 404, 'objects are not frames')
+})
+
+t.test('broker: start-up recovery that fails is reported and retried', async (t) => {
+  const inner = memoryStore()
+  let failures = 1
+  const store: Store = {
+    ...bind(inner),
+    expiringCommands: (afterId, maxId, limit) => {
+      if (failures-- > 0) throw new Error('busy')
+      return inner.expiringCommands(afterId, maxId, limit)
+    }
+  }
+  const { broker, clock } = setup(t, {}, store)
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => errors.push(err))
+  await new Promise(setImmediate)
+  t.equal(errors[0]?.code, 'ERR_STORE')
+  t.match(errors[0]?.message, /recovery failed; retrying/)
+  clock.advance(1000)
+  t.strictSame(await broker.ready, { expired: 0, rearmed: 0 }, 'the retry completes recovery')
+})
+
+t.test('broker: close() during a recovery retry stops it', async (t) => {
+  const inner = memoryStore()
+  const store: Store = { ...bind(inner), expiringCommands: () => { throw new Error('busy') } }
+  const { broker, clock } = setup(t, {}, store)
+  broker.on('error', () => {})
+  await new Promise(setImmediate)
+  t.equal(clock.pending, 1, 'a retry is armed')
+  await broker.close()
+  t.equal(clock.pending, 0, 'and cleared by close()')
+  t.strictSame(await broker.ready, { expired: 0, rearmed: 0 }, 'ready settles')
+})
+
+t.test('broker: a subscriber that throws something other than an Error is reported with it', async (t) => {
+  const { broker, admin, device } = setup(t)
+  await device('lamp-1')
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => errors.push(err))
+  broker.subscribe({}, () => { throw 'just a string' }) // eslint-disable-line no-throw-literal
+  await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on' } }, admin)
+  t.equal(errors[0]?.message, 'a subscriber threw: just a string')
+  t.equal(errors[0]?.cause, 'just a string')
+})

@@ -1,0 +1,106 @@
+// Helpers shared by the benchmark scenarios. Each scenario is its own process (bench/run.ts
+// starts them), checks its own result, and prints one `RESULT <json>` line for the table.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+
+/** `--quick`: a tiny size that only proves the scenario still runs and checks itself. */
+export const quick = process.argv.includes('--quick')
+
+/** One measured figure. */
+export interface Figure {
+  name: string
+  value: number
+  unit: string
+}
+
+/** A goal from the issue: met when `actual` compares right against `target`. */
+export interface Goal {
+  name: string
+  actual: number
+  target: number
+  /** 'min': actual must be at least target; 'max': at most. */
+  kind: 'min' | 'max'
+  met: boolean
+}
+
+export interface ScenarioResult {
+  scenario: string
+  figures: Figure[]
+  goals: Goal[]
+  notes: string[]
+}
+
+export class Scenario {
+  readonly #result: ScenarioResult
+
+  constructor (name: string) {
+    this.#result = { scenario: name, figures: [], goals: [], notes: [] }
+  }
+
+  figure (name: string, value: number, unit: string): number {
+    this.#result.figures.push({ name, value, unit })
+    return value
+  }
+
+  goal (name: string, actual: number, kind: 'min' | 'max', target: number): void {
+    const met = kind === 'min' ? actual >= target : actual <= target
+    this.#result.goals.push({ name, actual, target, kind, met })
+  }
+
+  note (text: string): void {
+    this.#result.notes.push(text)
+  }
+
+  /** Prints the machine-readable line bench/run.ts collects. */
+  done (): void {
+    console.log(`RESULT ${JSON.stringify(this.#result)}`)
+  }
+}
+
+/** Fails the scenario (non-zero exit) unless `condition` holds: a broken fast path must not look fast. */
+export function check (condition: boolean, what: string): void {
+  if (!condition) {
+    console.error(`check failed: ${what}`)
+    process.exit(1)
+  }
+}
+
+/** A fresh temporary directory, removed at exit. */
+export function tempDir (): string {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-bench-'))
+  process.on('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+/** Seconds elapsed while `fn` runs (awaited). */
+export async function seconds (fn: () => unknown): Promise<number> {
+  const start = performance.now()
+  await fn()
+  return (performance.now() - start) / 1000
+}
+
+/** Runs `count` tasks with at most `concurrency` in flight; `task(i)` for i in [0, count). */
+export async function pool (count: number, concurrency: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count) await task(next++)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
+}
+
+/** Heap in use after a full collection; needs `--expose-gc`. */
+export function heapUsed (): number {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) throw new Error('run with --expose-gc')
+  gc()
+  gc()
+  return process.memoryUsage().heapUsed
+}
+
+/** The q-quantile (0..1) of sorted numbers. */
+export function quantile (sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+}
