@@ -186,6 +186,7 @@ export class Broker {
   #flushImmediate: NodeJS.Immediate | undefined
   #nextSubscriptionId = 1
   #closed = false
+  #closing: Promise<void> | undefined
   // Start-up recovery: pages (recoveredTo, recoverUpTo] of ids, then resolves `ready`.
   #recoveredTo = 0
   readonly #recoverUpTo: number
@@ -278,8 +279,12 @@ export class Broker {
    * expiry timer and recovery, closes every session and the store. Requests
    * after this are answered 503 `Broker is closed`. Idempotent.
    */
-  async close (): Promise<void> {
-    if (this.#closed) return
+  close (): Promise<void> {
+    this.#closing ??= this.#shutdown()
+    return this.#closing
+  }
+
+  async #shutdown (): Promise<void> {
     this.#flushNow()
     this.#closed = true
     this.#wheel.close()
@@ -288,7 +293,7 @@ export class Broker {
     for (const state of this.#sessions) this.#closeSession(state)
     this.#resolveReady(this.#report)
     try {
-      this.#store.close()
+      await this.#store.close()
     } catch (err) {
       this.#fail('ERR_STORE', 'closing the store failed', err)
     }

@@ -84,8 +84,8 @@ class GuardedStore implements Store {
     try { return this.#store.lastCommandId() } catch (err) { throw storeError(err) }
   }
 
-  close (): void {
-    try { this.#store.close() } catch (err) { throw storeError(err) }
+  close (): void | Promise<void> {
+    try { return this.#store.close() } catch (err) { throw storeError(err) }
   }
 }
 

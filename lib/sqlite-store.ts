@@ -1,4 +1,6 @@
+import { resolve } from 'node:path'
 import Database from 'better-sqlite3'
+import { startCheckpointer, type Checkpointer } from './checkpointer.js'
 import { BrokerError } from './errors.js'
 import { describe } from './options.js'
 import {
@@ -16,6 +18,13 @@ export interface SqliteStoreOptions {
    * Ignored for a `Database` passed in: its owner decides.
    */
   synchronous?: 'full' | 'normal'
+  /**
+   * Who checkpoints the WAL of a file the store opens. `'background'` (default): a worker
+   * thread with its own connection, so checkpoint fsyncs never stall the event loop (they
+   * cost milliseconds each on small disks); `'inline'`: SQLite's own autocheckpoint, in the
+   * committing call. Ignored for `':memory:'` and for a `Database` passed in.
+   */
+  checkpoint?: 'background' | 'inline'
 }
 
 /** The schema version this library writes (`PRAGMA user_version`). */
@@ -34,23 +43,39 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
     throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
   }
-  const { synchronous = 'full' } = options
+  const { synchronous = 'full', checkpoint = 'background' } = options
   if (synchronous !== 'full' && synchronous !== 'normal') {
     throw new RangeError(`sqliteStore: options.synchronous must be 'full' or 'normal', received ${describe(synchronous)}`)
   }
+  if (checkpoint !== 'background' && checkpoint !== 'inline') {
+    throw new RangeError(`sqliteStore: options.checkpoint must be 'background' or 'inline', received ${describe(checkpoint)}`)
+  }
   const owned = typeof pathOrDatabase === 'string'
   const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
+  let checkpointer: Checkpointer | undefined
   try {
     if (owned) {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${synchronous}`)
     }
     migrate(db)
-    return new SqliteStore(db, owned)
+    if (owned && checkpoint === 'background' && !db.memory) {
+      db.pragma('wal_autocheckpoint = 0')
+      // A WAL that grew under load is cut back to this size when it restarts.
+      db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
+      // An absolute path: the worker must open this file even if the process changes directory.
+      checkpointer = startCheckpointer(resolve(db.name), { synchronous, onFailure: checkpointInline.bind(null, db) })
+    }
+    return new SqliteStore(db, owned, checkpointer)
   } catch (err) {
     if (owned) db.close()
     throw err
   }
+}
+
+/** Should the background checkpointer fail, SQLite's own autocheckpoint takes over. */
+export function checkpointInline (db: Database.Database): void {
+  if (db.open) db.pragma('wal_autocheckpoint = 1000')
 }
 
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.
@@ -121,6 +146,7 @@ type Statement<R = unknown> = Database.Statement<unknown[], R>
 class SqliteStore implements Store {
   readonly #db: Database.Database
   readonly #owned: boolean
+  readonly #checkpointer: Checkpointer | undefined
   readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
   readonly #getDevice: Statement<DeviceRow>
   readonly #saveDevice: Statement
@@ -145,9 +171,10 @@ class SqliteStore implements Store {
   #lastId: number
   #closed = false
 
-  constructor (db: Database.Database, owned: boolean) {
+  constructor (db: Database.Database, owned: boolean, checkpointer: Checkpointer | undefined) {
     this.#db = db
     this.#owned = owned
+    this.#checkpointer = checkpointer
     this.#run = db.transaction((fn: () => unknown) => fn())
     this.#getDevice = db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`)
     this.#saveDevice = db.prepare(`INSERT INTO devices (id, name, data, network_id, device_type_id, is_blocked)
@@ -329,12 +356,15 @@ class SqliteStore implements Store {
     return this.#lastId
   }
 
-  close (): void {
+  // Closes the connection at once; resolves when the checkpointer, last to close, is done
+  // (SQLite's last connection checkpoints and removes the WAL).
+  async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     this.#lists.clear()
     this.#devices.clear()
     if (this.#owned && this.#db.open) this.#db.close()
+    await this.#checkpointer?.close()
   }
 
   #open (): void {

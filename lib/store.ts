@@ -52,8 +52,11 @@ export interface Store {
   /** The highest id ever assigned, 0 if none. */
   lastCommandId: () => number
 
-  /** Releases everything the store holds (statements, file handles). Idempotent. */
-  close: () => void
+  /**
+   * Releases everything the store holds (statements, file handles, threads). Idempotent.
+   * The store is closed on return; a returned promise settles when background work has ended.
+   */
+  close: () => void | Promise<void>
 }
 
 /** A device as stored. `data` is JSON text or null. */

@@ -3,7 +3,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
-import { SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
+import { checkpointInline, SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
 import type { CommandQuery, Store } from '../lib/store.js'
 import { command, device, storeSuite } from './fixtures/store-suite.js'
 
@@ -214,6 +214,36 @@ t.test('sqlite-store: bad arguments throw', async (t) => {
   t.throws(() => sqliteStore(filename, { synchronous: 'bogus' as 'full' }), RangeError)
   t.equal(fs.existsSync(filename), false, 'options are checked before the file is created')
   t.throws(() => sqliteStore(path.join(dir, 'missing-dir', 'x.db')), 'an unopenable path throws what better-sqlite3 throws')
+})
+
+t.test('sqlite-store: WAL checkpoints run in the background by default, inline on request', async (t) => {
+  const seen = spy(t)
+  const background = sqliteStore(file())
+  const main = seen.databases.at(-1) as Database.Database
+  t.equal(main.pragma('wal_autocheckpoint', { simple: true }), 0, 'background: the writing connection never checkpoints')
+  main.prepare('CREATE TABLE IF NOT EXISTS probe (x)').run()
+  const wal = `${main.name}-wal`
+  t.ok(fs.existsSync(wal), 'a WAL while open')
+  await background.close()
+  t.notOk(fs.existsSync(wal), 'after close() resolves, the checkpointer, last to close, has folded the WAL in')
+  const inline = sqliteStore(file(), { checkpoint: 'inline' })
+  t.equal((seen.databases.at(-1) as Database.Database).pragma('wal_autocheckpoint', { simple: true }), 1000, 'inline: SQLite autocheckpoints')
+  await inline.close()
+  const memory = sqliteStore(':memory:')
+  t.equal((seen.databases.at(-1) as Database.Database).pragma('wal_autocheckpoint', { simple: true }), 1000, ':memory: needs no checkpointer')
+  await memory.close()
+  for (const bad of ['worker', 'BACKGROUND', null, 1]) {
+    t.throws(() => sqliteStore(':memory:', { checkpoint: bad as unknown as 'inline' }), RangeError, `checkpoint ${JSON.stringify(bad)}`)
+  }
+})
+
+t.test('sqlite-store: if the checkpointer fails, SQLite checkpoints inline', async (t) => {
+  const db = new Database(file())
+  db.pragma('wal_autocheckpoint = 0')
+  checkpointInline(db)
+  t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 1000)
+  db.close()
+  t.doesNotThrow(() => { checkpointInline(db) }, 'harmless once the store has closed')
 })
 
 t.test('sqlite-store: :memory: works', async (t) => {

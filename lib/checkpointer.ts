@@ -1,0 +1,93 @@
+import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
+
+/** Options of {@link startCheckpointer}. */
+export interface CheckpointerOptions {
+  /** The connection's `synchronous` setting, which decides whether checkpoints fsync. */
+  synchronous: 'full' | 'normal'
+  /** How often to checkpoint, ms. Default 100. */
+  interval?: number
+  /**
+   * WAL size, in pages, past which a checkpoint also waits for the writer and restarts the
+   * WAL from its start. Default 16384 (64 MiB of 4 KiB pages).
+   */
+  restartPages?: number
+  /** Called if the worker fails; the caller should fall back to checkpointing inline. */
+  onFailure: (error: Error) => void
+}
+
+/** A running background checkpointer. */
+export interface Checkpointer {
+  /** Runs a last checkpoint, closes the worker's connection and ends the thread. */
+  close: () => Promise<void>
+}
+
+// The worker, as CommonJS source: evaluated with `eval: true`, it needs no file of its own
+// (so it runs the same from lib/*.ts under a loader and from dist/*.js).
+const SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads')
+const Database = require(workerData.module)
+const db = new Database(workerData.file, { timeout: 5000 })
+db.pragma('synchronous = ' + workerData.synchronous)
+parentPort.postMessage('ready')
+const checkpoint = () => {
+  const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)')
+  // A writer that never pauses keeps passive checkpoints from ever catching up, and the WAL
+  // only restarts once they have: past the limit, wait for the writer and restart it.
+  if (log > workerData.restartPages) db.pragma('wal_checkpoint(RESTART)')
+}
+const timer = setInterval(() => {
+  try {
+    checkpoint()
+  } catch (err) {
+    clearInterval(timer)
+    db.close()
+    throw err
+  }
+}, workerData.interval)
+parentPort.once('message', () => {
+  clearInterval(timer)
+  try {
+    checkpoint()
+  } finally {
+    db.close()
+    parentPort.close()
+  }
+})
+`
+
+const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
+
+/**
+ * Checkpoints a WAL-mode SQLite file from a worker thread, every `interval`
+ * ms, with its own connection. The writing connection turns its own
+ * autocheckpoint off, so checkpoint fsyncs and page copies never stall the
+ * event loop that answers requests. Once its connection is open, the worker is
+ * `unref()`'d.
+ */
+export function startCheckpointer (file: string, options: CheckpointerOptions): Checkpointer {
+  const { synchronous, interval = 100, restartPages = 16384, onFailure } = options
+  const worker = new Worker(SOURCE, {
+    eval: true,
+    // Plain CommonJS needs none of the parent's flags (loaders, test hooks...).
+    execArgv: [],
+    workerData: { module: BETTER_SQLITE3, file, synchronous, interval, restartPages }
+  })
+  // Referenced until its connection is open (so a failure to open is reported, not lost
+  // to an exiting process), then unref()'d: it never keeps a process alive on its own.
+  worker.once('message', () => { if (!closing) worker.unref() })
+  let closing = false
+  const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
+  worker.once('error', (err) => { onFailure(err) })
+  return {
+    async close (): Promise<void> {
+      if (!closing) {
+        closing = true
+        // Keep the process alive until the worker has closed its connection.
+        worker.ref()
+        worker.postMessage('close')
+      }
+      await exited
+    }
+  }
+}

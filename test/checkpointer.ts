@@ -1,0 +1,52 @@
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import t from 'tap'
+import { startCheckpointer } from '../lib/checkpointer.js'
+
+function walFile (dir: string): Database.Database {
+  const db = new Database(join(dir, 'wal.db'))
+  db.pragma('journal_mode = WAL')
+  db.pragma('wal_autocheckpoint = 0')
+  db.exec('CREATE TABLE t (x INTEGER)')
+  const insert = db.prepare('INSERT INTO t VALUES (?)')
+  db.transaction(() => { for (let i = 0; i < 2000; i++) insert.run(i) })()
+  return db
+}
+
+t.test('checkpointer: copies the WAL into the database from its own thread, and once more on close', async (t) => {
+  const db = walFile(t.testdir())
+  t.teardown(() => { db.close() })
+  const checkpointer = startCheckpointer(db.name, { synchronous: 'normal', onFailure: (err) => t.fail(String(err)) })
+  await checkpointer.close()
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number, checkpointed: number }>
+  t.ok((status?.log ?? 0) > 0, 'the WAL had frames')
+  t.equal(status?.checkpointed, status?.log, 'every frame was already in the database')
+  await checkpointer.close()
+  t.pass('closing twice is harmless')
+})
+
+t.test('checkpointer: restarts a WAL past restartPages', async (t) => {
+  const db = walFile(t.testdir())
+  t.teardown(() => { db.close() })
+  const checkpointer = startCheckpointer(db.name, { synchronous: 'normal', restartPages: 1, onFailure: (err) => t.fail(String(err)) })
+  await checkpointer.close()
+  db.prepare('INSERT INTO t VALUES (1)').run()
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>
+  t.ok((status?.log ?? Infinity) < 10, `the WAL started over (${String(status?.log)} frames)`)
+})
+
+t.test('checkpointer: a worker that cannot open its file reports the failure', async (t) => {
+  const failed = await new Promise<Error>((resolve) => {
+    startCheckpointer(join(t.testdir(), 'missing', 'dir', 'x.db'), { synchronous: 'normal', onFailure: resolve })
+  })
+  t.match(failed.message, /directory does not exist|unable to open/i)
+})
+
+t.test('checkpointer: closing before the worker has opened its connection still ends it', async (t) => {
+  const db = walFile(t.testdir())
+  t.teardown(() => { db.close() })
+  const checkpointer = startCheckpointer(db.name, { synchronous: 'full', onFailure: (err) => t.fail(String(err)) })
+  await checkpointer.close()
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number, checkpointed: number }>
+  t.equal(status?.checkpointed, status?.log, 'its last checkpoint ran')
+})
