@@ -7,13 +7,15 @@ export interface CheckpointerOptions {
   synchronous: 'full' | 'normal'
   /** How often to checkpoint, ms. Default 100. */
   interval?: number
-  /**
-   * WAL size, in pages, past which a checkpoint also waits for the writer and restarts the
-   * WAL from its start. Default 16384 (64 MiB of 4 KiB pages).
-   */
-  restartPages?: number
   /** Called if the worker fails; the caller should fall back to checkpointing inline. */
   onFailure: (error: Error) => void
+  /**
+   * Called after each checkpoint with the WAL's length in pages. A passive checkpoint never
+   * blocks the writer, so under a writer that never pauses it never catches up, and the WAL
+   * (which restarts only once it has) grows: the caller watches this and checkpoints inline
+   * for a while when it is too long.
+   */
+  onProgress: (walPages: number) => void
 }
 
 /** A running background checkpointer. */
@@ -32,9 +34,7 @@ db.pragma('synchronous = ' + workerData.synchronous)
 parentPort.postMessage('ready')
 const checkpoint = () => {
   const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)')
-  // A writer that never pauses keeps passive checkpoints from ever catching up, and the WAL
-  // only restarts once they have: past the limit, wait for the writer and restart it.
-  if (log > workerData.restartPages) db.pragma('wal_checkpoint(RESTART)')
+  parentPort.postMessage(log)
 }
 const timer = setInterval(() => {
   try {
@@ -66,16 +66,19 @@ const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
  * `unref()`'d.
  */
 export function startCheckpointer (file: string, options: CheckpointerOptions): Checkpointer {
-  const { synchronous, interval = 100, restartPages = 16384, onFailure } = options
+  const { synchronous, interval = 100, onFailure, onProgress } = options
   const worker = new Worker(SOURCE, {
     eval: true,
     // Plain CommonJS needs none of the parent's flags (loaders, test hooks...).
     execArgv: [],
-    workerData: { module: BETTER_SQLITE3, file, synchronous, interval, restartPages }
+    workerData: { module: BETTER_SQLITE3, file, synchronous, interval }
   })
   // Referenced until its connection is open (so a failure to open is reported, not lost
   // to an exiting process), then unref()'d: it never keeps a process alive on its own.
-  worker.once('message', () => { if (!closing) worker.unref() })
+  worker.once('message', () => {
+    if (!closing) worker.unref()
+    worker.on('message', onProgress)
+  })
   let closing = false
   const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
   worker.once('error', (err) => { onFailure(err) })

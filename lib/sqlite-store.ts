@@ -64,7 +64,11 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
       // A WAL that grew under load is cut back to this size when it restarts.
       db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
       // An absolute path: the worker must open this file even if the process changes directory.
-      checkpointer = startCheckpointer(resolve(db.name), { synchronous, onFailure: checkpointInline.bind(null, db) })
+      checkpointer = startCheckpointer(resolve(db.name), {
+        synchronous,
+        onFailure: checkpointInline.bind(null, db),
+        onProgress: pace.bind(null, db)
+      })
     }
     return new SqliteStore(db, owned, checkpointer)
   } catch (err) {
@@ -76,6 +80,22 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
 /** Should the background checkpointer fail, SQLite's own autocheckpoint takes over. */
 export function checkpointInline (db: Database.Database): void {
   if (db.open) db.pragma('wal_autocheckpoint = 1000')
+}
+
+// WAL length, in pages, past which the writer checkpoints inline (and so restarts the WAL),
+// and below which it leaves checkpoints to the worker again: 64 MiB and 16 MiB of 4 KiB pages.
+const WAL_LONG = 16384
+const WAL_SHORT = 4096
+
+/**
+ * Keeps the WAL bounded under a writer that never pauses (a passive checkpoint in the worker
+ * then never catches up): past WAL_LONG pages the writer checkpoints inline, SQLite's way,
+ * until the WAL is back under WAL_SHORT.
+ */
+export function pace (db: Database.Database, walPages: number): void {
+  if (!db.open) return
+  if (walPages > WAL_LONG) db.pragma('wal_autocheckpoint = 1000')
+  else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
 }
 
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.

@@ -3,7 +3,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
-import { checkpointInline, SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
+import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
 import type { CommandQuery, Store } from '../lib/store.js'
 import { command, device, storeSuite } from './fixtures/store-suite.js'
 
@@ -244,6 +244,21 @@ t.test('sqlite-store: if the checkpointer fails, SQLite checkpoints inline', asy
   t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 1000)
   db.close()
   t.doesNotThrow(() => { checkpointInline(db) }, 'harmless once the store has closed')
+})
+
+t.test('sqlite-store: a WAL that grows too long is checkpointed inline until it is short again', async (t) => {
+  const db = new Database(file())
+  db.pragma('wal_autocheckpoint = 0')
+  pace(db, 10_000)
+  t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 0, 'a moderate WAL stays with the worker')
+  pace(db, 20_000)
+  t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 1000, 'past 64 MiB the writer checkpoints inline')
+  pace(db, 10_000)
+  t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 1000, 'and keeps doing so while the WAL shrinks')
+  pace(db, 100)
+  t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 0, 'under 16 MiB the worker takes over again')
+  db.close()
+  t.doesNotThrow(() => { pace(db, 20_000) }, 'harmless once the store has closed')
 })
 
 t.test('sqlite-store: :memory: works', async (t) => {
