@@ -29,7 +29,12 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
   server.on('connection', (socket) => {
     const send = (message: object): void => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message))
+      if (socket.readyState !== WebSocket.OPEN) return
+      try {
+        socket.send(JSON.stringify(message))
+      } catch (err) {
+        console.error(`[gateway] could not send a reply: ${String(err)}`)
+      }
     }
     const session = broker.session(send)
     // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply

@@ -321,7 +321,9 @@ export class Broker {
         return frameFailure(400, MALFORMED_JSON)
       }
       const msg = message as Message
-      action = msg.action ?? null
+      // A reply echoes action and requestId, so each must be something JSON can write back.
+      action = echoable(msg.action) ? msg.action ?? null : null
+      if (!echoable(msg.requestId)) return failure(action, null, 400, MALFORMED_JSON)
       requestId = msg.requestId ?? null
       if (this.#closed || session?.closed === true) return failure(action, requestId, 503, BROKER_CLOSED)
       const routed = this.#route(session, msg, token)
@@ -352,7 +354,7 @@ export class Broker {
       case 'device/save': return this.#saveDevice(this.#grant(session, token), msg)
       case 'device/get': return this.#getDevice(this.#grant(session, token), msg)
       case 'device/delete': return this.#deleteDevice(this.#grant(session, token), msg)
-      default: throw new ProtocolError(400, unknownAction(action === undefined || action === null ? 'null' : typeof action === 'string' ? action : JSON.stringify(action)))
+      default: throw new ProtocolError(400, unknownAction(describeAction(action)))
     }
   }
 
@@ -699,18 +701,19 @@ export class Broker {
       if (op.kind === 'insert') {
         const { record } = op
         if (record.expiresAt !== null && !this.#closed) this.#wheel.add(record.id, record.expiresAt)
-        if (this.#fanOut.has(false)) this.#fanOut.publish(new CommandEvent(record), false)
+        this.#fanOut.publish(record, false)
       } else if (op.before !== undefined) {
         const { before, patch } = op
         if (!before.updated) this.#uncount(before.deviceId)
-        const after: CommandRecord = {
-          ...before,
-          status: patch.status === undefined ? before.status : patch.status,
-          result: patch.result === undefined ? before.result : patch.result,
-          lastUpdated: op.now,
-          updated: true
+        if (this.#fanOut.has(true)) {
+          this.#fanOut.publish({
+            ...before,
+            status: patch.status === undefined ? before.status : patch.status,
+            result: patch.result === undefined ? before.result : patch.result,
+            lastUpdated: op.now,
+            updated: true
+          }, true)
         }
-        if (this.#fanOut.has(true)) this.#fanOut.publish(new CommandEvent(after), true)
       }
     }
   }
@@ -766,7 +769,7 @@ export class Broker {
       const pending = this.#pending.get(record.deviceId)
       if (pending !== undefined && (record.expiresAt as number) > pending.since && pending.count > 0) pending.count--
       this.#emit('expired', new CommandEvent(record).command)
-      if (this.#fanOut.has(true)) this.#fanOut.publish(new CommandEvent({ ...record, status: 'expired' }), true)
+      if (this.#fanOut.has(true)) this.#fanOut.publish({ ...record, status: 'expired' }, true)
     }
     return removed.length
   }
@@ -837,6 +840,36 @@ export class Broker {
       }
     }
   }
+}
+
+// Whether a reply can carry this value back: JSON.stringify must write it, and write it as is.
+// A JSON frame's values all can, but for those nested deeper than the stack (or, from an
+// object, a BigInt, a function, NaN).
+function echoable (value: unknown): boolean {
+  switch (typeof value) {
+    case 'undefined':
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value)
+    case 'object':
+      if (value === null) return true
+      try {
+        return JSON.stringify(value) !== undefined
+      } catch {
+        return false
+      }
+    default:
+      return false
+  }
+}
+
+// An unknown action as DeviceHive names it: `null` when missing, else the JSON of it.
+function describeAction (action: unknown): string {
+  if (action === undefined || action === null) return 'null'
+  if (typeof action === 'string') return action
+  return echoable(action) ? JSON.stringify(action) : typeof action
 }
 
 // A promise and its resolve function (Promise.withResolvers is Node 22+).

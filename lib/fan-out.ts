@@ -120,13 +120,23 @@ export class FanOut {
     }
   }
 
-  /** Delivers an insert (or, with `updates`, an update) event to every subscriber it matches. */
-  publish (event: CommandEvent, updates: boolean): void {
-    const target = updates ? this.#updates : this.#inserts
-    const { record } = event
-    target.devices.emit(record.deviceId, event)
-    if (record.networkId !== null) target.networks.emit(String(record.networkId), event)
-    if (record.deviceTypeId !== null) target.deviceTypes.emit(String(record.deviceTypeId), event)
-    target.everything.emit(EVERYTHING, event)
+  /**
+   * Delivers an insert (or, with `updates`, an update) of this command to every subscriber it
+   * matches. Only the keys it can match are looked up, and its event is built only if one of
+   * them has subscribers: removers drop emptied keys, so a key that is there has handlers.
+   */
+  publish (record: CommandRecord, updates: boolean): void {
+    const { devices, networks, deviceTypes, everything } = updates ? this.#updates : this.#inserts
+    let event: CommandEvent | undefined
+    if (devices.all.has(record.deviceId)) devices.emit(record.deviceId, event ??= new CommandEvent(record))
+    if (record.networkId !== null && networks.all.size > 0) {
+      const key = String(record.networkId)
+      if (networks.all.has(key)) networks.emit(key, event ??= new CommandEvent(record))
+    }
+    if (record.deviceTypeId !== null && deviceTypes.all.size > 0) {
+      const key = String(record.deviceTypeId)
+      if (deviceTypes.all.has(key)) deviceTypes.emit(key, event ??= new CommandEvent(record))
+    }
+    if (everything.all.size > 0) everything.emit(EVERYTHING, event ?? new CommandEvent(record))
   }
 }

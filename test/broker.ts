@@ -736,3 +736,18 @@ t.test('broker: a subscriber that throws something other than an Error is report
   t.equal(errors[0]?.message, 'a subscriber threw: just a string')
   t.equal(errors[0]?.cause, 'just a string')
 })
+
+t.test('broker: an action or requestId JSON cannot write back is never echoed', async (t) => {
+  const { broker, admin } = setup(t)
+  const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+  const deepAction = await broker.handle(`{"action":${deep},"requestId":1}`, admin)
+  t.strictSame(deepAction, { action: null, requestId: 1, code: 400, status: 'error', error: 'Unknown action requested: object' })
+  const deepId = await broker.handle(`{"action":"device/get","requestId":${deep},"deviceId":"x"}`, admin)
+  t.strictSame(deepId, { action: 'device/get', requestId: null, code: 400, status: 'error', error: 'Malformed Json received.' })
+  t.doesNotThrow(() => JSON.stringify([deepAction, deepId]), 'both replies serialise')
+  t.strictSame(errorOf(await broker.handle({ action: 10n }, admin)), { code: 400, error: 'Unknown action requested: bigint' })
+  t.strictSame(errorOf(await broker.handle({ action: 'device/get', requestId: () => 1 }, admin)), MALFORMED)
+  t.strictSame(errorOf(await broker.handle({ action: 'device/get', requestId: NaN }, admin)), MALFORMED)
+  t.strictSame(errorOf(await broker.handle({ action: ['a', 1] }, admin)), { code: 400, error: 'Unknown action requested: ["a",1]' })
+  t.equal((await broker.handle({ action: 'device/get', requestId: { a: [1] }, deviceId: 'x' }, admin)).requestId !== null, true, 'an object requestId is echoed')
+})
