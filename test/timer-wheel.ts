@@ -867,7 +867,8 @@ t.test('timer-wheel: behaves like a simple reference model', async (t) => {
           }
         }
       })
-      const boundaryOf = (at: number): number => Math.ceil(at / tick) * tick
+      // Never before `at` itself, even where at / tick underflows (at = 5e-324 rounds to tick 0).
+      const boundaryOf = (at: number): number => Math.max(Math.ceil(at / tick) * tick, at)
       const live = (): Entry[] => entries.filter((e) => !e.cancelled && !firedAt.has(e.key))
       let continuation = false // a batch continuation may be queued
       const drain = async (): Promise<void> => {
