@@ -6,14 +6,9 @@ import { createHmac, generateKeyPairSync, sign } from 'node:crypto'
 import t from 'tap'
 import { deriveKey, signToken } from '../lib/auth.js'
 import type { Push, Reply } from '../lib/schema.js'
-import { errorOf, SECRET, setup, type Fixture } from './fixtures/broker.js'
+import { DENIED, errorOf, EXPIRED, type Fixture, INVALID, MALFORMED, SECRET, setup, UNAUTHORIZED } from './fixtures/broker.js'
 
 const KEY = deriveKey(SECRET)
-const INVALID = { code: 401, error: 'Invalid credentials' }
-const UNAUTHORIZED = { code: 401, error: 'Unauthorized' }
-const EXPIRED = { code: 401, error: 'Token expired' }
-const DENIED = { code: 403, error: 'Access is denied' }
-const MALFORMED = { code: 400, error: 'Malformed Json received.' }
 const DEVICE = 'lamp-1'
 
 function part (value: unknown): string {

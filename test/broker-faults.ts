@@ -12,9 +12,8 @@ import type { Push, Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
 import { sqliteStore } from '../lib/sqlite-store.js'
 import type { CommandRecord, Store } from '../lib/store.js'
-import { body, errorOf, setup, START, type Fixture } from './fixtures/broker.js'
+import { body, errorOf, type Fixture, INTERNAL, setup, START } from './fixtures/broker.js'
 
-const INTERNAL = { code: 500, error: 'Internal server error' }
 const TICK = 100
 const RETRY_MS = 1000
 const dir = t.testdir()

@@ -10,15 +10,8 @@ import { memoryStore } from '../lib/memory-store.js'
 import type { Command, Reply } from '../lib/schema.js'
 import { sqliteStore } from '../lib/sqlite-store.js'
 import type { Store } from '../lib/store.js'
-import { body, errorOf, SECRET, setup, START } from './fixtures/broker.js'
+import { body, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
-const MALFORMED = { code: 400, error: 'Malformed Json received.' }
-const UNAUTHORIZED = { code: 401, error: 'Unauthorized' }
-const INVALID = { code: 401, error: 'Invalid credentials' }
-const EXPIRED = { code: 401, error: 'Token expired' }
-const DENIED = { code: 403, error: 'Access is denied' }
-const NO_DEVICE_ID = { code: 400, error: 'Device id is wrong or empty' }
-const NAME = { code: 400, error: 'Field cannot be empty. The length of command should not be more than 128 symbols.' }
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
 
 t.test('broker: a frame that is not a JSON object gets the bare 400 envelope', async (t) => {
@@ -513,7 +506,7 @@ t.test('broker: without an error listener, errors become process warnings', asyn
 t.test('broker: writes arriving together share one transaction (group commit)', async (t) => {
   const inner = memoryStore()
   let transactions = 0
-  const store: Store = { ...bind(inner), transaction: (fn) => { transactions++; return inner.transaction(fn) } }
+  const store: Store = { ...overridable(inner), transaction: (fn) => { transactions++; return inner.transaction(fn) } }
   const { broker, admin, device } = setup(t, { writeBatch: 40 }, store)
   await device('lamp-1')
   transactions = 0
@@ -530,7 +523,7 @@ t.test('broker: a failing store answers 500, reports ERR_STORE, leaves no timer 
   const inner = memoryStore()
   let failing = false
   const store: Store = {
-    ...bind(inner),
+    ...overridable(inner),
     insertCommand: (command) => {
       if (failing) throw new Error('disk on fire')
       return inner.insertCommand(command)
@@ -559,7 +552,7 @@ t.test('broker: a failing store answers 500, reports ERR_STORE, leaves no timer 
 
 t.test('broker: a read that fails in the store answers 500 with ERR_STORE', async (t) => {
   const inner = memoryStore()
-  const store: Store = { ...bind(inner), getDevice: () => { throw new Error('unreadable') } }
+  const store: Store = { ...overridable(inner), getDevice: () => { throw new Error('unreadable') } }
   const { broker, admin } = setup(t, {}, store)
   const errors: BrokerError[] = []
   broker.on('error', (err) => errors.push(err))
@@ -571,7 +564,7 @@ t.test('broker: a failing expiry is reported and retried', async (t) => {
   const inner = memoryStore()
   let failing = true
   const store: Store = {
-    ...bind(inner),
+    ...overridable(inner),
     expireCommands: (ids, now) => {
       if (failing) throw new Error('locked')
       return inner.expireCommands(ids, now)
@@ -660,7 +653,7 @@ t.test('broker: close() commits what was accepted, then refuses politely and rel
 
 t.test('broker: close() reports a store that fails to close', async (t) => {
   const inner = memoryStore()
-  const broker = createBroker({ ...bind(inner), close: () => { throw new Error('stuck') } }, { secret: SECRET, clock: manualClock(START) })
+  const broker = createBroker({ ...overridable(inner), close: () => { throw new Error('stuck') } }, { secret: SECRET, clock: manualClock(START) })
   const errors: BrokerError[] = []
   broker.on('error', (err) => errors.push(err))
   await broker.close()
@@ -672,15 +665,6 @@ t.test('broker: createBroker checks the store', async (t) => {
   t.throws(() => createBroker(null as unknown as Store, { secret: SECRET }), TypeError)
 })
 
-// A plain object with the store's methods bound, to override one or two in a test.
-function bind (store: Store): Store {
-  const out: Record<string, unknown> = {}
-  for (const name of ['transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'insertCommand', 'getCommand', 'updateCommand',
-    'expireCommands', 'listCommands', 'commandsAfter', 'countPending', 'expiringCommands', 'lastCommandId', 'close'] as const) {
-    out[name] = (store[name] as (...args: unknown[]) => unknown).bind(store)
-  }
-  return out as unknown as Store
-}
 
 t.test('broker: a string message over maxFrameBytes is refused before it is parsed', async (t) => {
   const { broker, admin } = setup(t, { maxFrameBytes: 64 })
@@ -698,7 +682,7 @@ t.test('broker: start-up recovery that fails is reported and retried', async (t)
   const inner = memoryStore()
   let failures = 1
   const store: Store = {
-    ...bind(inner),
+    ...overridable(inner),
     expiringCommands: (afterId, maxId, limit) => {
       if (failures-- > 0) throw new Error('busy')
       return inner.expiringCommands(afterId, maxId, limit)
@@ -716,7 +700,7 @@ t.test('broker: start-up recovery that fails is reported and retried', async (t)
 
 t.test('broker: close() during a recovery retry stops it', async (t) => {
   const inner = memoryStore()
-  const store: Store = { ...bind(inner), expiringCommands: () => { throw new Error('busy') } }
+  const store: Store = { ...overridable(inner), expiringCommands: () => { throw new Error('busy') } }
   const { broker, clock } = setup(t, {}, store)
   broker.on('error', () => {})
   await new Promise(setImmediate)

@@ -5,17 +5,8 @@ import { memoryStore } from '../lib/memory-store.js'
 import type { Command, Push, Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
 import type { Store } from '../lib/store.js'
-import { body, errorOf, setup, START } from './fixtures/broker.js'
+import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NO_COMMAND, NO_COMMAND_ID, NO_DEVICE_ID, overridable, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
-const MALFORMED = { code: 400, error: 'Malformed Json received.' }
-const UNAUTHORIZED = { code: 401, error: 'Unauthorized' }
-const INVALID = { code: 401, error: 'Invalid credentials' }
-const EXPIRED = { code: 401, error: 'Token expired' }
-const DENIED = { code: 403, error: 'Access is denied' }
-const NO_DEVICE_ID = { code: 400, error: 'Device id is wrong or empty' }
-const NO_COMMAND_ID = { code: 400, error: 'Command id is wrong or empty' }
-const NO_COMMAND = { code: 400, error: 'Command is required' }
-const CLOSED = { code: 503, error: 'Broker is closed' }
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
 const ERROR_KEYS = ['action', 'requestId', 'code', 'status', 'error']
 const VALIDATION = /^Validation failed with following violations: \S/
@@ -306,7 +297,7 @@ t.test('session: a command/update the store fails answers 500, reports ERR_STORE
   const inner = memoryStore()
   let failing = false
   const store: Store = {
-    ...bind(inner),
+    ...overridable(inner),
     updateCommand: (...args) => {
       if (failing) throw new Error('disk on fire')
       return inner.updateCommand(...args)
@@ -989,7 +980,7 @@ t.test('session: pushes to a closed session are dropped, not thrown', async (t) 
 
 t.test('session: a history read the store fails answers 500 and reports ERR_STORE', async (t) => {
   const inner = memoryStore()
-  const store: Store = { ...bind(inner), commandsAfter: () => { throw new Error('unreadable') } }
+  const store: Store = { ...overridable(inner), commandsAfter: () => { throw new Error('unreadable') } }
   const { broker, admin } = setup(t, {}, store)
   const errors: BrokerError[] = []
   broker.on('error', (err) => errors.push(err))
@@ -1031,12 +1022,3 @@ t.test('session: a field of the wrong type anywhere is 400 Malformed Json receiv
   t.same(pushes, [])
 })
 
-// A plain object with the store's methods bound, to override one in a test.
-function bind (store: Store): Store {
-  const out: Record<string, unknown> = {}
-  for (const name of ['transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'insertCommand', 'getCommand', 'updateCommand',
-    'expireCommands', 'listCommands', 'commandsAfter', 'countPending', 'expiringCommands', 'lastCommandId', 'close'] as const) {
-    out[name] = (store[name] as (...args: unknown[]) => unknown).bind(store)
-  }
-  return out as unknown as Store
-}
