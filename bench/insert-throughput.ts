@@ -153,7 +153,7 @@ for (let round = 0; round < ROUNDS; round++) {
 const brokerSqlite = scenario.figure('broker, SQLite (WAL, synchronous=NORMAL)', median(brokerRounds), 'inserts/s')
 const raw = scenario.figure('limit: raw better-sqlite3, batches of 1000', median(limitRounds), 'rows/s')
 const hand = scenario.figure('hand-rolled (see the note)', await handRolled(TOTAL, IN_FLIGHT), 'inserts/s')
-const brokerMemory = scenario.figure('broker, memory store', await broker(memoryStore(), TOTAL, IN_FLIGHT), 'inserts/s')
+scenario.figure('broker, memory store', await broker(memoryStore(), TOTAL, IN_FLIGHT), 'inserts/s')
 const sequential = scenario.figure('broker, SQLite, one request in flight', await broker(sqliteStore(file(), { synchronous: 'normal' }), SEQUENTIAL, 1), 'inserts/s')
 const handSequential = scenario.figure('hand-rolled, one request in flight', await handRolled(SEQUENTIAL, 1), 'inserts/s')
 scenario.figure('broker (SQLite) / limit', brokerSqlite / raw, 'ratio')

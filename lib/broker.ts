@@ -5,21 +5,22 @@ import type { Clock } from './clock.js'
 import { BrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
 import { CommandEvent, FanOut, type Subscriber } from './fan-out.js'
 import { guardStore } from './guarded-store.js'
+import { deferred, InsertOp, UpdateOp, WriteOp, WriteQueue, type Payload } from './group-commit.js'
 import {
-  ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, COMMAND_NAME_INVALID, COMMAND_REQUIRED, DEVICE_ID_INVALID,
-  DEVICE_ID_REQUIRED, DEVICE_NAME_INVALID, DEVICE_REQUIRED, INTERNAL_ERROR, MALFORMED_JSON, SESSION_REQUIRED,
+  ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, COMMAND_REQUIRED, DEVICE_ID_INVALID, DEVICE_ID_REQUIRED,
+  DEVICE_REQUIRED, INTERNAL_ERROR, MALFORMED_JSON, SESSION_REQUIRED,
   commandNotFound, deviceNotFound, subscriptionNotFound, unknownAction, validationFailed
 } from './messages.js'
 import { resolveOptions, type BrokerOptions, type ResolvedOptions } from './options.js'
 import {
-  authenticateSchema, deviceBody, insertBody, listFilters, subscribeFilters, subscriptionListSchema, updateBody,
-  commandUnsubscribeSchema, type Command, type Push, type Reply
+  authenticateSchema, commandUnsubscribeSchema, deviceBody, deviceError, insertBody, insertError, listFilters, malformed,
+  parse, subscribeFilters, subscriptionListSchema, updateBody, type Command, type Push, type Reply
 } from './schema.js'
-import { Session, type PushFunction, type SessionHost, type SessionState, type SessionSubscription } from './session.js'
-import type { CommandFilter, CommandPatch, CommandRecord, DeviceRecord, Store } from './store.js'
+import { Session, type PushFunction, type SessionHost, type SessionState } from './session.js'
+import { normalizeFilter, type CommandPatch, type CommandRecord, type DeviceRecord, type Store } from './store.js'
 import { formatTimestamp } from './timestamp.js'
 import { TimerWheel } from './timer-wheel.js'
-import { failure, frameFailure, success, toCommand, toDevice } from './wire.js'
+import { describeAction, echoable, failure, frameFailure, success, toCommand, toDevice } from './wire.js'
 
 // mitt's types describe a CommonJS module; Node loads its ESM build, whose default export is the factory.
 const mitt = mittModule as unknown as typeof mittModule.default
@@ -74,64 +75,6 @@ const MAX_HISTORY = 1000
 const RETRY_MS = 1000
 
 type Message = Record<string, unknown>
-type Payload = object | undefined
-
-// A write a request is waiting on. Handlers return one instead of a payload; the dispatcher
-// awaits its batch's commit, then asks it for the reply payload.
-abstract class WriteOp {
-  failed = false
-  // The commit of its batch; set when queued.
-  done: Promise<void> | undefined
-
-  /** The reply payload once committed; throws the ProtocolError to answer instead. */
-  abstract payload (): Payload
-}
-
-class InsertOp extends WriteOp {
-  readonly kind = 'insert'
-  // Its id is 0 until the store assigns one at commit.
-  readonly record: CommandRecord
-
-  constructor (record: CommandRecord) {
-    super()
-    this.record = record
-  }
-
-  payload (): Payload {
-    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
-    const { id, timestamp, userId } = this.record
-    const formatted = formatTimestamp(timestamp)
-    return { command: { id, timestamp: formatted, lastUpdated: formatted, userId } }
-  }
-}
-
-class UpdateOp extends WriteOp {
-  readonly kind = 'update'
-  // The command before the change; undefined if it did not exist (or had expired) at commit.
-  before: CommandRecord | undefined
-
-  constructor (
-    readonly id: number,
-    readonly deviceId: string,
-    readonly patch: CommandPatch,
-    readonly now: number
-  ) {
-    super()
-  }
-
-  payload (): Payload {
-    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
-    if (this.before === undefined) throw new ProtocolError(404, commandNotFound(this.id))
-    return undefined
-  }
-}
-
-// Writes waiting for the next commit, and one promise all their requests await.
-interface Batch {
-  readonly ops: Array<InsertOp | UpdateOp>
-  readonly done: Promise<void>
-  readonly resolve: () => void
-}
 
 // Per device: pending commands (stored, never updated, not expired), counted by the store at
 // `since` and kept up to date since; commands that had expired by `since` were never counted.
@@ -178,12 +121,11 @@ export class Broker {
   readonly #auth: Authenticator
   readonly #wheel: TimerWheel
   readonly #fanOut: FanOut
+  readonly #writes: WriteQueue
   readonly #events: Emitter<Record<keyof BrokerEvents, unknown>> = mitt()
   readonly #pending = new Map<string, PendingCount>()
   readonly #sessions = new Set<SessionState>()
   readonly #host: SessionHost
-  #batch: Batch | undefined
-  #flushImmediate: NodeJS.Immediate | undefined
   #nextSubscriptionId = 1
   #closed = false
   #closing: Promise<void> | undefined
@@ -202,6 +144,7 @@ export class Broker {
     this.#clock = this.#options.clock
     this.#auth = new Authenticator(this.#options.key, this.#options.tokenCacheSize)
     this.#fanOut = new FanOut((err) => this.#fail('ERR_SUBSCRIBER', 'a subscriber threw', err))
+    this.#writes = new WriteQueue(this.#options.writeBatch, (ops) => { this.#commit(ops) })
     this.#recoverUpTo = this.#store.lastCommandId()
     this.#wheel = new TimerWheel({
       clock: this.#clock,
@@ -285,7 +228,7 @@ export class Broker {
   }
 
   async #shutdown (): Promise<void> {
-    this.#flushNow()
+    this.#writes.flush()
     this.#closed = true
     this.#wheel.close()
     if (this.#recoveryImmediate !== undefined) clearImmediate(this.#recoveryImmediate)
@@ -409,7 +352,14 @@ export class Broker {
     if (lifetime !== null && lifetime > maxLifetime) throw insertError([], maxLifetime)
     const parameters = this.#json('parameters', body.parameters)
     const result = this.#json('result', body.result)
-    const pending = this.#pendingOf(device.id, now)
+    let pending = this.#pendingOf(device.id, now)
+    if (pending.count >= maxPendingPerDevice) {
+      // The count may still hold commands whose time has passed but whose expiry has not run
+      // yet (a backlog, a coarse tick): commit what is queued and count again in the store.
+      this.#writes.flush()
+      this.#pending.delete(device.id)
+      pending = this.#pendingOf(device.id, now)
+    }
     if (pending.count >= maxPendingPerDevice) {
       throw new ProtocolError(400, validationFailed(`device ${device.id} has ${pending.count} pending commands, the limit is ${maxPendingPerDevice}`))
     }
@@ -431,7 +381,7 @@ export class Broker {
       id: 0
     })
     pending.count++
-    return this.#write(op)
+    return this.#writes.push(op)
   }
 
   #update (grant: Grant, msg: Message): UpdateOp {
@@ -443,7 +393,7 @@ export class Broker {
     const patch: CommandPatch = {}
     if (body.status !== undefined) patch.status = body.status
     if (body.result !== undefined) patch.result = this.#json('result', body.result)
-    return this.#write(new UpdateOp(commandId, device.id, patch, this.#clock.now()))
+    return this.#writes.push(new UpdateOp(commandId, device.id, patch, this.#clock.now()))
   }
 
   #get (grant: Grant, msg: Message): Payload {
@@ -501,7 +451,7 @@ export class Broker {
     }
     const data = this.#json('data', body.data)
     // Writes accepted before this one commit first, so they see the device as it was.
-    this.#flushNow()
+    this.#writes.flush()
     this.#store.saveDevice({ id: deviceId, name: body.name, data, networkId, deviceTypeId, isBlocked: body.isBlocked ?? false })
     return undefined
   }
@@ -513,7 +463,7 @@ export class Broker {
   #deleteDevice (grant: Grant, msg: Message): Payload {
     const device = this.#device(grant, Action.RegisterDevice, msg)
     // Inserts accepted before the delete commit first, and are deleted with the device.
-    this.#flushNow()
+    this.#writes.flush()
     const removed = this.#store.deleteDevice(device.id)
     for (const { id, expiresAt } of removed) this.#wheel.cancel(id, expiresAt)
     this.#pending.delete(device.id)
@@ -648,36 +598,6 @@ export class Broker {
   }
 
   // --- writes ---------------------------------------------------------------------------
-
-  // Queues a write for the next commit; its `done` settles once committed (or failed).
-  // Writes that arrive in the same event-loop turn share one transaction: group commit.
-  #write<Op extends InsertOp | UpdateOp>(op: Op): Op {
-    let batch = this.#batch
-    if (batch === undefined) {
-      const { promise, resolve } = deferred<void>()
-      batch = { ops: [], done: promise, resolve }
-      this.#batch = batch
-      this.#flushImmediate = setImmediate(this.#flush)
-    }
-    batch.ops.push(op)
-    op.done = batch.done
-    return op
-  }
-
-  readonly #flush = (): void => {
-    this.#flushImmediate = undefined
-    const batch = this.#batch
-    if (batch === undefined) return
-    this.#batch = undefined
-    const size = this.#options.writeBatch
-    for (let i = 0; i < batch.ops.length; i += size) this.#commit(batch.ops.slice(i, i + size))
-    batch.resolve()
-  }
-
-  #flushNow (): void {
-    if (this.#flushImmediate !== undefined) clearImmediate(this.#flushImmediate)
-    this.#flush()
-  }
 
   #commit (ops: Array<InsertOp | UpdateOp>): void {
     const store = this.#store
@@ -840,90 +760,4 @@ export class Broker {
       }
     }
   }
-}
-
-// Whether a reply can carry this value back: JSON.stringify must write it, and write it as is.
-// A JSON frame's values all can, but for those nested deeper than the stack (or, from an
-// object, a BigInt, a function, NaN).
-function echoable (value: unknown): boolean {
-  switch (typeof value) {
-    case 'undefined':
-    case 'string':
-    case 'boolean':
-      return true
-    case 'number':
-      return Number.isFinite(value)
-    case 'object':
-      if (value === null) return true
-      try {
-        return JSON.stringify(value) !== undefined
-      } catch {
-        return false
-      }
-    default:
-      return false
-  }
-}
-
-// An unknown action as DeviceHive names it: `null` when missing, else the JSON of it.
-function describeAction (action: unknown): string {
-  if (action === undefined || action === null) return 'null'
-  if (typeof action === 'string') return action
-  return echoable(action) ? JSON.stringify(action) : typeof action
-}
-
-// A promise and its resolve function (Promise.withResolvers is Node 22+).
-function deferred<T> (): { promise: Promise<T>, resolve: (value: T) => void } {
-  let resolve!: (value: T) => void
-  const promise = new Promise<T>((r) => { resolve = r })
-  return { promise, resolve }
-}
-
-// Empty lists mean "no filter", as absent ones do.
-function normalizeFilter (filter: {
-  deviceId?: string | undefined
-  networkIds?: readonly number[] | undefined
-  deviceTypeIds?: readonly number[] | undefined
-  names?: readonly string[] | undefined
-}): CommandFilter {
-  const result: CommandFilter = {}
-  if (filter.deviceId !== undefined) result.deviceId = filter.deviceId
-  if (filter.networkIds !== undefined && filter.networkIds.length > 0) result.networkIds = [...filter.networkIds]
-  if (filter.deviceTypeIds !== undefined && filter.deviceTypeIds.length > 0) result.deviceTypeIds = [...filter.deviceTypeIds]
-  if (filter.names !== undefined && filter.names.length > 0) result.names = [...filter.names]
-  return result
-}
-
-// Parses with a zod schema or throws the ProtocolError `explain` picks for the issues.
-function parse<T extends z.ZodType>(schema: T, value: unknown, explain: (issues: z.core.$ZodIssue[]) => ProtocolError): z.output<T> {
-  const result = schema.safeParse(value)
-  if (!result.success) throw explain(result.error.issues)
-  return result.data
-}
-
-function malformed (): ProtocolError {
-  return new ProtocolError(400, MALFORMED_JSON)
-}
-
-// command/insert: a wrong JSON type anywhere wins (DeviceHive fails to read the message
-// before it validates), then the name, then the lifetime's range.
-// No issues at all means the lifetime is above the broker's maximum. Past the loop, every
-// issue was about the name or the lifetime's value.
-function insertError (issues: z.core.$ZodIssue[], maxLifetime: number): ProtocolError {
-  let name = false
-  for (const issue of issues) {
-    const field = issue.path[0]
-    if (field === 'command') name = true
-    else if (field !== 'lifetime' || (issue.code === 'invalid_type' && issue.expected !== 'int')) return malformed()
-  }
-  if (name) return new ProtocolError(400, COMMAND_NAME_INVALID)
-  return new ProtocolError(400, validationFailed(`lifetime must be an integer from 1 to ${maxLifetime} (seconds)`))
-}
-
-// device/save: types first, then the name.
-function deviceError (issues: z.core.$ZodIssue[]): ProtocolError {
-  for (const issue of issues) {
-    if (issue.path[0] !== 'name') return malformed()
-  }
-  return new ProtocolError(400, DEVICE_NAME_INVALID)
 }

@@ -1,4 +1,6 @@
 import { z } from 'zod'
+import { ProtocolError } from './errors.js'
+import { COMMAND_NAME_INVALID, DEVICE_NAME_INVALID, MALFORMED_JSON, validationFailed } from './messages.js'
 import { parseTimestamp } from './timestamp.js'
 
 // The shapes of DeviceHive requests, as zod schemas. Each checks JSON types
@@ -239,4 +241,40 @@ export interface Push {
   action: 'command/insert' | 'command/update'
   command: Command
   subscriptionId: number
+}
+
+// --- from a failed parse to DeviceHive's error ---------------------------------------
+
+// Parses with a zod schema or throws the ProtocolError `explain` picks for the issues.
+export function parse<T extends z.ZodType>(schema: T, value: unknown, explain: (issues: z.core.$ZodIssue[]) => ProtocolError): z.output<T> {
+  const result = schema.safeParse(value)
+  if (!result.success) throw explain(result.error.issues)
+  return result.data
+}
+
+export function malformed (): ProtocolError {
+  return new ProtocolError(400, MALFORMED_JSON)
+}
+
+// command/insert: a wrong JSON type anywhere wins (DeviceHive fails to read the message
+// before it validates), then the name, then the lifetime's range.
+// No issues at all means the lifetime is above the broker's maximum. Past the loop, every
+// issue was about the name or the lifetime's value.
+export function insertError (issues: z.core.$ZodIssue[], maxLifetime: number): ProtocolError {
+  let name = false
+  for (const issue of issues) {
+    const field = issue.path[0]
+    if (field === 'command') name = true
+    else if (field !== 'lifetime' || (issue.code === 'invalid_type' && issue.expected !== 'int')) return malformed()
+  }
+  if (name) return new ProtocolError(400, COMMAND_NAME_INVALID)
+  return new ProtocolError(400, validationFailed(`lifetime must be an integer from 1 to ${maxLifetime} (seconds)`))
+}
+
+// device/save: types first, then the name.
+export function deviceError (issues: z.core.$ZodIssue[]): ProtocolError {
+  for (const issue of issues) {
+    if (issue.path[0] !== 'name') return malformed()
+  }
+  return new ProtocolError(400, DEVICE_NAME_INVALID)
 }

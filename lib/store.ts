@@ -135,3 +135,18 @@ export function matches (filter: CommandFilter, record: CommandRecord): boolean 
   if (filter.names !== undefined && !filter.names.includes(record.command)) return false
   return true
 }
+
+// Empty lists mean "no filter", as absent ones do.
+export function normalizeFilter (filter: {
+  deviceId?: string | undefined
+  networkIds?: readonly number[] | undefined
+  deviceTypeIds?: readonly number[] | undefined
+  names?: readonly string[] | undefined
+}): CommandFilter {
+  const result: CommandFilter = {}
+  if (filter.deviceId !== undefined) result.deviceId = filter.deviceId
+  if (filter.networkIds !== undefined && filter.networkIds.length > 0) result.networkIds = [...filter.networkIds]
+  if (filter.deviceTypeIds !== undefined && filter.deviceTypeIds.length > 0) result.deviceTypeIds = [...filter.deviceTypeIds]
+  if (filter.names !== undefined && filter.names.length > 0) result.names = [...filter.names]
+  return result
+}

@@ -63,3 +63,33 @@ export function failure (action: unknown, requestId: unknown, code: number, erro
 export function frameFailure (code: number, error: string): ErrorReply {
   return { code, status: 'error', error }
 }
+
+// Whether a reply can carry this value back: JSON.stringify must write it, and write it as is.
+// A JSON frame's values all can, but for those nested deeper than the stack (or, from an
+// object, a BigInt, a function, NaN).
+export function echoable (value: unknown): boolean {
+  switch (typeof value) {
+    case 'undefined':
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value)
+    case 'object':
+      if (value === null) return true
+      try {
+        return JSON.stringify(value) !== undefined
+      } catch {
+        return false
+      }
+    default:
+      return false
+  }
+}
+
+// An unknown action as DeviceHive names it: `null` when missing, else the JSON of it.
+export function describeAction (action: unknown): string {
+  if (action === undefined || action === null) return 'null'
+  if (typeof action === 'string') return action
+  return echoable(action) ? JSON.stringify(action) : typeof action
+}

@@ -243,7 +243,7 @@ const rows: Row[] = [
     name: 'device/get (getDevice throws)',
     fail: ['getDevice'],
     request: (w) => w.broker.handle({ action: 'device/get', deviceId: 'lamp-1' }, w.admin),
-    healed: (t, w, reply) => { t.equal(body(reply).device.id, 'lamp-1') }
+    healed: (t, _w, reply) => { t.equal(body(reply).device.id, 'lamp-1') }
   },
   {
     name: 'device/save (saveDevice throws)',

@@ -55,10 +55,6 @@ async function getCommand (session: Session, deviceId: string, commandId: number
   return body(await session.handle({ action: 'command/get', deviceId, commandId })).command as Command
 }
 
-function idOf (reply: Reply): number {
-  return (body(reply).command as { id: number }).id
-}
-
 /** Runs error rows through `session` (a row's token, when given, is message-level) and checks each reply. */
 async function checkRows (t: Test, session: Session, action: string, rows: Row[]): Promise<void> {
   for (const [name, token, fields, expected] of rows) {

@@ -1,0 +1,123 @@
+import { ProtocolError } from './errors.js'
+import { INTERNAL_ERROR, commandNotFound } from './messages.js'
+import type { CommandPatch, CommandRecord } from './store.js'
+import { formatTimestamp } from './timestamp.js'
+
+/** What a success reply carries after its envelope's keys; undefined for none. */
+export type Payload = object | undefined
+
+/**
+ * A write a request is waiting on. Handlers return one instead of a payload; the dispatcher
+ * awaits `done`, then asks `payload()` for the reply.
+ */
+export abstract class WriteOp {
+  /** Set when its transaction failed: the request is answered 500. */
+  failed = false
+  /** Settles when its batch has been committed; set when queued. */
+  done: Promise<void> | undefined
+
+  /** The reply payload once committed; throws the ProtocolError to answer instead. */
+  abstract payload (): Payload
+}
+
+/** A `command/insert`: its reply is the four assigned keys. */
+export class InsertOp extends WriteOp {
+  readonly kind = 'insert'
+  /** The command to store; its id is 0 until the store assigns one at commit. */
+  readonly record: CommandRecord
+
+  constructor (record: CommandRecord) {
+    super()
+    this.record = record
+  }
+
+  payload (): Payload {
+    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    const { id, timestamp, userId } = this.record
+    const formatted = formatTimestamp(timestamp)
+    return { command: { id, timestamp: formatted, lastUpdated: formatted, userId } }
+  }
+}
+
+/** A `command/update`: 404 if the command was gone by the time it committed. */
+export class UpdateOp extends WriteOp {
+  readonly kind = 'update'
+  /** The command before the change; undefined if it did not exist (or had expired) at commit. */
+  before: CommandRecord | undefined
+
+  constructor (
+    readonly id: number,
+    readonly deviceId: string,
+    readonly patch: CommandPatch,
+    readonly now: number
+  ) {
+    super()
+  }
+
+  payload (): Payload {
+    if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    if (this.before === undefined) throw new ProtocolError(404, commandNotFound(this.id))
+    return undefined
+  }
+}
+
+// Writes waiting for the next commit, and one promise all their requests await.
+interface Batch {
+  readonly ops: Array<InsertOp | UpdateOp>
+  readonly done: Promise<void>
+  readonly resolve: () => void
+}
+
+/**
+ * Group commit: writes queued during one event-loop turn are committed together at the next
+ * (setImmediate), in transactions of at most `size` writes, and each write's `done` settles
+ * once they all have. A lone write commits on the next turn, as soon as the loop is free.
+ */
+export class WriteQueue {
+  readonly #size: number
+  readonly #commit: (ops: Array<InsertOp | UpdateOp>) => void
+  #batch: Batch | undefined
+  #immediate: NodeJS.Immediate | undefined
+  readonly #onImmediate = (): void => {
+    this.#immediate = undefined
+    this.flush()
+  }
+
+  /** `commit` runs one transaction of writes and records each outcome on its op; it must not throw. */
+  constructor (size: number, commit: (ops: Array<InsertOp | UpdateOp>) => void) {
+    this.#size = size
+    this.#commit = commit
+  }
+
+  /** Queues a write for the next commit and returns it, its `done` set. */
+  push<Op extends InsertOp | UpdateOp>(op: Op): Op {
+    let batch = this.#batch
+    if (batch === undefined) {
+      const { promise, resolve } = deferred<void>()
+      batch = { ops: [], done: promise, resolve }
+      this.#batch = batch
+      this.#immediate = setImmediate(this.#onImmediate)
+    }
+    batch.ops.push(op)
+    op.done = batch.done
+    return op
+  }
+
+  /** Commits what is queued, now: for a write that must follow them, and for close(). */
+  flush (): void {
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate)
+    this.#immediate = undefined
+    const batch = this.#batch
+    if (batch === undefined) return
+    this.#batch = undefined
+    for (let i = 0; i < batch.ops.length; i += this.#size) this.#commit(batch.ops.slice(i, i + this.#size))
+    batch.resolve()
+  }
+}
+
+/** A promise and its resolve function (Promise.withResolvers is Node 22+). */
+export function deferred<T> (): { promise: Promise<T>, resolve: (value: T) => void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => { resolve = r })
+  return { promise, resolve }
+}

@@ -1,0 +1,68 @@
+import t from 'tap'
+import { deferred, InsertOp, UpdateOp, WriteQueue } from '../lib/group-commit.js'
+import type { CommandRecord } from '../lib/store.js'
+
+function record (fields: Partial<CommandRecord> = {}): CommandRecord {
+  return {
+    id: 0, command: 'on', timestamp: Date.UTC(2026, 0, 1), lastUpdated: Date.UTC(2026, 0, 1), userId: 7, deviceId: 'a', networkId: null,
+    deviceTypeId: null, parameters: null, lifetime: null, status: null, result: null, expiresAt: null, updated: false, ...fields
+  }
+}
+
+const turn = async (): Promise<void> => { await new Promise(setImmediate) }
+
+t.test('group-commit: writes queued in one turn commit together on the next', async (t) => {
+  const commits: number[][] = []
+  const queue = new WriteQueue(1000, (ops) => { commits.push(ops.map((op) => (op as InsertOp).record.timestamp)) })
+  const ops = [1, 2, 3].map((i) => queue.push(new InsertOp(record({ timestamp: i }))))
+  t.same(commits, [], 'nothing commits synchronously')
+  t.ok(ops.every((op) => op.done === ops[0]?.done), 'one promise for the batch')
+  await ops[0]?.done
+  t.same(commits, [[1, 2, 3]], 'one transaction')
+  queue.push(new InsertOp(record({ timestamp: 4 })))
+  await turn()
+  t.same(commits, [[1, 2, 3], [4]], 'a lone write commits on the next turn')
+})
+
+t.test('group-commit: a batch larger than size is split into transactions', async (t) => {
+  const sizes: number[] = []
+  const queue = new WriteQueue(2, (ops) => { sizes.push(ops.length) })
+  const last = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record()))).at(-1)
+  await last?.done
+  t.same(sizes, [2, 2, 1])
+})
+
+t.test('group-commit: flush() commits what is queued at once, and is harmless when empty', async (t) => {
+  let commits = 0
+  const queue = new WriteQueue(10, () => { commits++ })
+  queue.flush()
+  t.equal(commits, 0)
+  const op = queue.push(new InsertOp(record()))
+  queue.flush()
+  t.equal(commits, 1, 'committed synchronously')
+  await op.done
+  await turn()
+  t.equal(commits, 1, 'and not again on the next turn')
+})
+
+t.test('group-commit: an insert answers its four assigned keys, or 500 when its transaction failed', async (t) => {
+  const op = new InsertOp(record({ id: 42 }))
+  t.strictSame(op.payload(), { command: { id: 42, timestamp: '2026-01-01T00:00:00.000', lastUpdated: '2026-01-01T00:00:00.000', userId: 7 } })
+  op.failed = true
+  t.throws(() => op.payload(), { code: 500, error: 'Internal server error' })
+})
+
+t.test('group-commit: an update answers nothing, 404 for a command gone at commit, 500 when it failed', async (t) => {
+  const op = new UpdateOp(9, 'a', { status: 'done' }, 0)
+  t.throws(() => op.payload(), { code: 404, error: 'Command with id = 9 not found' })
+  op.before = record({ id: 9 })
+  t.equal(op.payload(), undefined)
+  op.failed = true
+  t.throws(() => op.payload(), { code: 500, error: 'Internal server error' })
+})
+
+t.test('group-commit: deferred() hands out a promise and its resolver', async (t) => {
+  const { promise, resolve } = deferred<number>()
+  resolve(5)
+  t.equal(await promise, 5)
+})

@@ -1,0 +1,44 @@
+import t from 'tap'
+import { deviceBody, deviceError, insertBody, insertError, malformed, parse, timestamp, updateBody } from '../lib/schema.js'
+
+const issuesOf = (schema: typeof insertBody | typeof deviceBody, value: unknown): Parameters<typeof insertError>[0] => {
+  const result = schema.safeParse(value)
+  if (result.success) throw new Error('expected a failed parse')
+  return result.error.issues
+}
+
+t.test('schema: types only; unknown keys are stripped, JSON values pass through untouched', async (t) => {
+  const parameters = { deep: [1, { x: null }] }
+  const parsed = insertBody.parse({ command: 'on', parameters, id: 5, deviceId: 'x', extra: true })
+  t.strictSame(Object.keys(parsed).sort(), ['command', 'parameters'])
+  t.equal(parsed.parameters, parameters, 'the same value, not a copy: the broker serialises it')
+  t.strictSame(updateBody.parse({ status: 'done', command: 'ignored', timestamp: 'not even a date' }), { status: 'done' })
+})
+
+t.test('schema: timestamps are read into epoch ms, anything else is an issue', async (t) => {
+  t.equal(timestamp.parse('2026-01-01'), Date.UTC(2026, 0, 1))
+  t.equal(timestamp.safeParse('soon').success, false)
+})
+
+t.test('schema: insert issues map to DeviceHive errors, a wrong type first', async (t) => {
+  const name = { code: 400, error: 'Field cannot be empty. The length of command should not be more than 128 symbols.' }
+  const lifetime = { code: 400, error: 'Validation failed with following violations: lifetime must be an integer from 1 to 60 (seconds)' }
+  const malformedJson = { code: 400, error: 'Malformed Json received.' }
+  t.match(insertError(issuesOf(insertBody, { command: '' }), 60), name)
+  t.match(insertError(issuesOf(insertBody, { command: 'on', lifetime: 0 }), 60), lifetime)
+  t.match(insertError(issuesOf(insertBody, { command: 'on', lifetime: 2.5 }), 60), lifetime)
+  t.match(insertError([], 60), lifetime, 'no issues: the lifetime was above the maximum')
+  t.match(insertError(issuesOf(insertBody, { command: 'on', lifetime: 'x' }), 60), malformedJson)
+  t.match(insertError(issuesOf(insertBody, { command: '', status: 5 }), 60), malformedJson, 'a wrong type beats a bad name')
+  t.match(insertError(issuesOf(insertBody, { command: '', lifetime: 0 }), 60), name, 'a bad name beats a bad lifetime')
+})
+
+t.test('schema: device issues map to DeviceHive errors', async (t) => {
+  t.match(deviceError(issuesOf(deviceBody, { name: '' })), { code: 400, error: 'Field cannot be empty. The length of name should not be more than 128 symbols.' })
+  t.match(deviceError(issuesOf(deviceBody, { name: 'x', networkId: '1' })), { code: 400, error: 'Malformed Json received.' })
+})
+
+t.test('schema: parse returns the data or throws what explain picks', async (t) => {
+  t.strictSame(parse(updateBody, { status: null }, malformed), { status: null })
+  t.throws(() => parse(updateBody, { status: 1 }, malformed), { code: 400, error: 'Malformed Json received.' })
+})
