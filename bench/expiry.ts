@@ -98,6 +98,6 @@ scenario.figure('longest event-loop block while expiring, SQLite', fromSqlite.lo
 scenario.figure('expired, memory store', fromMemory.rate, 'commands/s')
 scenario.figure('longest event-loop block while expiring, memory store', fromMemory.longest, 'ms')
 scenario.goal('longest block under 20 ms (SQLite)', fromSqlite.longest, 'max', 20)
-scenario.note(`${N} commands, lifetimes 1..3600 s over ${DEVICES} devices; heap measured after gc(); expiry in batches of expiryBatch (default 256) per event-loop turn`)
+scenario.note(`${N} commands, lifetimes 1..3600 s over ${DEVICES} devices; heap measured after gc(); expiry in batches of expiryBatch (default 1000) per event-loop turn`)
 scenario.note('the memory store\'s longest block includes V8 collecting a heap of ~300 B per pending command; on SQLite the heap holds only the wheel')
 scenario.done()

@@ -49,7 +49,7 @@ t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t
     maxSubscriptionsPerSession: 100,
     tokenCacheSize: 1000,
     writeBatch: 1000,
-    expiryBatch: 256
+    expiryBatch: 1000
   })
   t.ok(Object.isFrozen(DEFAULTS))
 })
