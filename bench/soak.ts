@@ -1,14 +1,22 @@
-// `npm run soak [-- --minutes N]` (not in CI): N minutes (default 5) of inserts, updates and
-// expiries at half the measured maximum rate, on SQLite with the real clock. Prints heap and
-// RSS every 30 s and fails if the heap keeps growing once the load has reached steady state.
+// `npm run soak [-- --minutes N] [-- --fraction F] [-- --checkpoint inline]` (not in CI):
+// N minutes (default 5) of inserts, updates and expiries at F (default 0.5) of the measured
+// maximum insert rate, on SQLite with the real clock. Prints heap and RSS every 30 s and fails
+// if the heap keeps growing once the load has reached steady state, or if expiry falls behind.
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createBroker, signToken, sqliteStore } from '../lib/index.js'
 import { check, heapUsed, pool, seconds, tempDir } from './common.js'
 
-const minutesArg = process.argv.indexOf('--minutes')
-const MINUTES = minutesArg === -1 ? 5 : Number(process.argv[minutesArg + 1])
+const arg = (name: string, fallback: string): string => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i === -1 ? fallback : process.argv[i + 1] ?? fallback
+}
+const MINUTES = Number(arg('minutes', '5'))
+const FRACTION = Number(arg('fraction', '0.5'))
+const CHECKPOINT = arg('checkpoint', 'background')
 check(MINUTES > 0, '--minutes must be a positive number')
+check(FRACTION > 0 && FRACTION <= 1, '--fraction must be in (0, 1]')
+check(CHECKPOINT === 'background' || CHECKPOINT === 'inline', '--checkpoint must be background or inline')
 const DEVICES = 1000
 const SECRET = 'devicehive'
 // Lifetimes 10..60 s: commands expire all along, and the pending set stops growing after 60 s.
@@ -16,7 +24,7 @@ const lifetime = (i: number): number => 10 + (i % 51)
 const SAMPLE_MS = 30_000
 const WARM_UP_MS = 90_000
 const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: Date.now() + 86_400_000 }, { secret: SECRET })
-const store = sqliteStore(join(tempDir(), 'soak.db'), { synchronous: 'normal' })
+const store = sqliteStore(join(tempDir(), 'soak.db'), { synchronous: 'normal', checkpoint: CHECKPOINT as 'background' | 'inline' })
 const broker = createBroker(store, { secret: SECRET })
 broker.on('error', (err) => { console.error(`soak: ${err.code}: ${err.message}`); process.exitCode = 1 })
 let expired = 0
@@ -30,11 +38,20 @@ await session.handle({ action: 'authenticate', token })
 let sent = 0
 let failures = 0
 let updates = 0
+let inFlight = 0
 const insert = async (i: number): Promise<void> => {
+  inFlight++
+  try {
+    await insertAndUpdate(i)
+  } finally {
+    inFlight--
+  }
+}
+const insertAndUpdate = async (i: number): Promise<void> => {
   const deviceId = `dev-${i % DEVICES}`
   const reply = await session.handle({ action: 'command/insert', deviceId, command: { command: 'set', parameters: { i }, lifetime: lifetime(i) } })
   if (reply.status !== 'success') {
-    failures++
+    if (failures++ < 5) console.error(`soak: insert failed: ${JSON.stringify(reply)}`)
     return
   }
   // Every third command is answered by its device, as a real one would.
@@ -42,14 +59,14 @@ const insert = async (i: number): Promise<void> => {
     const id = (reply.command as { id: number }).id
     const update = await session.handle({ action: 'command/update', deviceId, commandId: id, command: { status: 'done', result: { ok: true } } })
     if (update.status === 'success') updates++
-    else failures++
+    else if (failures++ < 5) console.error(`soak: update failed: ${JSON.stringify(update)}`)
   }
 }
 
 const probe = 20_000
 const maxRate = probe / await seconds(() => pool(probe, 1000, async () => { await insert(sent++) }))
-const rate = maxRate / 2
-console.log(`soak: maximum ${Math.round(maxRate)} inserts/s; running ${MINUTES} min at ${Math.round(rate)}/s`)
+const rate = maxRate * FRACTION
+console.log(`soak: maximum ${Math.round(maxRate)} inserts/s; running ${MINUTES} min at ${Math.round(rate)}/s (${FRACTION} of it), checkpoints ${CHECKPOINT}`)
 
 const samples: Array<{ at: number, heap: number, rss: number }> = []
 const start = performance.now()
@@ -72,6 +89,8 @@ await new Promise<void>((resolve) => {
   }
   tick()
 })
+// Let every request sent finish (an insert's update follows its reply) before closing.
+while (inFlight > 0) await new Promise(setImmediate)
 await broker.close()
 
 check(failures === 0, `soak: ${failures} requests failed`)

@@ -735,3 +735,18 @@ t.test('broker: an action or requestId JSON cannot write back is never echoed', 
   t.strictSame(errorOf(await broker.handle({ action: ['a', 1] }, admin)), { code: 400, error: 'Unknown action requested: ["a",1]' })
   t.equal((await broker.handle({ action: 'device/get', requestId: { a: [1] }, deviceId: 'x' }, admin)).requestId !== null, true, 'an object requestId is echoed')
 })
+
+t.test('broker: commands past their time do not count as pending, even before their expiry has run', async (t) => {
+  // A one-minute tick: a command with a 1 s lifetime is past its time long before the wheel fires.
+  const { broker, admin, device, clock } = setup(t, { maxPendingPerDevice: 2, tick: 60_000 })
+  await device('lamp-1')
+  for (const command of ['a', 'b']) {
+    t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command, lifetime: 1 } }, admin)).status, 'success')
+  }
+  t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'c' } }, admin)).status, 'error', 'both pending: refused')
+  clock.advance(1000)
+  t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'c' } }, admin)).status, 'success', 'both past their time: accepted')
+  const queued = [broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'd' } }, admin),
+    broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'e' } }, admin)]
+  t.same((await Promise.all(queued)).map((reply) => reply.status), ['success', 'error'], 'a recount includes writes still queued')
+})
