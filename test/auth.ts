@@ -15,6 +15,7 @@ import {
   type TokenClaims
 } from '../lib/auth.js'
 import { ProtocolError } from '../lib/errors.js'
+import { expectError, thrown } from './fixtures/throws.js'
 
 // DeviceHive's JWT_SECRET=devicehive, base64-decoded leniently.
 const DH_KEY = Buffer.from([0x75, 0xeb, 0xe2, 0x71, 0xe8, 0x62])
@@ -23,21 +24,7 @@ const LATER = NOW + 3_600_000
 const ALL_IDS = Array.from({ length: 19 }, (_, id) => id as ActionId)
 const CLIENT_SET = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16, 17])
 
-function thrown (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (error) {
-    return error
-  }
-  return undefined
-}
 
-function expectError (t: Test, fn: () => unknown, type: typeof TypeError | typeof RangeError, message: string | RegExp): void {
-  const error = thrown(fn)
-  t.ok(error instanceof type, `throws ${type.name}`)
-  if (typeof message === 'string') t.equal((error as Error | undefined)?.message, message)
-  else t.match((error as Error | undefined)?.message, message)
-}
 
 function expectProtocolError (t: Test, fn: () => unknown, code: number, error: string, what: string): void {
   const caught = thrown(fn)

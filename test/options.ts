@@ -1,7 +1,8 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { systemClock, type Clock } from '../lib/clock.js'
 import { manualClock } from '../lib/manual-clock.js'
 import { DEFAULTS, describe, resolveOptions, type BrokerOptions } from '../lib/options.js'
+import { expectError } from './fixtures/throws.js'
 
 const DH_KEY = Buffer.from([0x75, 0xeb, 0xe2, 0x71, 0xe8, 0x62])
 
@@ -19,21 +20,7 @@ const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
 }
 const NAMES = Object.keys(LIMITS) as Array<keyof typeof DEFAULTS>
 
-function thrown (fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (error) {
-    return error
-  }
-  return undefined
-}
 
-function expectError (t: Test, fn: () => unknown, type: typeof TypeError | typeof RangeError, message: string | RegExp, what: string): void {
-  const error = thrown(fn)
-  t.ok(error instanceof type, `${what}: throws ${type.name}`)
-  if (typeof message === 'string') t.equal((error as Error | undefined)?.message, message, `${what}: message`)
-  else t.match((error as Error | undefined)?.message, message, `${what}: message`)
-}
 
 function resolveWith (extra: Record<string, unknown>): ReturnType<typeof resolveOptions> {
   return resolveOptions({ secret: 'devicehive', ...extra } as BrokerOptions)
