@@ -611,7 +611,7 @@ export class Broker {
     } catch (err) {
       for (const op of ops) {
         op.failed = true
-        if (op.kind === 'insert') this.#uncount(op.record.deviceId)
+        if (op.kind === 'insert') this.#uncount(op.record.deviceId, op.record.expiresAt)
       }
       this.#fail('ERR_STORE', 'a write failed; its requests were answered 500', err)
       return
@@ -624,7 +624,7 @@ export class Broker {
         this.#fanOut.publish(record, false)
       } else if (op.before !== undefined) {
         const { before, patch } = op
-        if (!before.updated) this.#uncount(before.deviceId)
+        if (!before.updated) this.#uncount(before.deviceId, before.expiresAt)
         if (this.#fanOut.has(true)) {
           this.#fanOut.publish({
             ...before,
@@ -647,9 +647,11 @@ export class Broker {
     return pending
   }
 
-  #uncount (deviceId: string): void {
+  // A command leaves the device's pending count: unless it had already expired when the
+  // count was taken, since then it was never counted.
+  #uncount (deviceId: string, expiresAt: number | null): void {
     const pending = this.#pending.get(deviceId)
-    if (pending !== undefined && pending.count > 0) pending.count--
+    if (pending !== undefined && pending.count > 0 && (expiresAt === null || expiresAt > pending.since)) pending.count--
   }
 
   // Serialises a JSON field for the store, enforcing maxPayloadBytes. null/absent stay null.
@@ -686,8 +688,7 @@ export class Broker {
     }
     for (const record of removed) {
       if (record.updated) continue
-      const pending = this.#pending.get(record.deviceId)
-      if (pending !== undefined && (record.expiresAt as number) > pending.since && pending.count > 0) pending.count--
+      this.#uncount(record.deviceId, record.expiresAt)
       this.#emit('expired', new CommandEvent(record).command)
       if (this.#fanOut.has(true)) this.#fanOut.publish({ ...record, status: 'expired' }, true)
     }

@@ -94,7 +94,7 @@ const WAL_SHORT = 4096
  */
 export function pace (db: Database.Database, walPages: number): void {
   if (!db.open) return
-  if (walPages > WAL_LONG) db.pragma('wal_autocheckpoint = 1000')
+  if (walPages > WAL_LONG) checkpointInline(db)
   else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
 }
 
