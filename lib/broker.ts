@@ -2,7 +2,7 @@ import mittModule, { type Emitter } from 'mitt'
 import { z } from 'zod'
 import { Action, allows, Authenticator, canSee, type ActionId, type Grant } from './auth.js'
 import type { Clock } from './clock.js'
-import { BrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
+import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
 import { CommandEvent, FanOut, type Subscriber } from './fan-out.js'
 import { guardStore } from './guarded-store.js'
 import { deferred, InsertOp, UpdateOp, WriteOp, WriteQueue, type Payload } from './group-commit.js'
@@ -277,7 +277,7 @@ export class Broker {
       return success(action, requestId, routed)
     } catch (err) {
       if (err instanceof ProtocolError) return failure(action, requestId, err.code, err.error)
-      if (err instanceof BrokerError && err.code === 'ERR_STORE') this.#fail('ERR_STORE', 'a request failed in the store; answered 500', err)
+      if (isBrokerError(err, 'ERR_STORE')) this.#fail('ERR_STORE', 'a request failed in the store; answered 500', err)
       else this.#fail('ERR_INTERNAL', 'handling a request failed', err)
       return failure(action, requestId, 500, INTERNAL_ERROR)
     }
@@ -744,9 +744,8 @@ export class Broker {
   // Reports on `error`: what happened, then what failed; `cause` is the original error (the
   // store's own, not the guard's wrapper).
   #fail (code: BrokerErrorCode, message: string, cause: unknown): void {
-    const original = cause instanceof BrokerError && cause.code === 'ERR_STORE' ? cause.cause : cause
-    const detail = original instanceof Error ? original.message : String(original)
-    const error = new BrokerError(code, `${message}: ${detail}`, { cause: original })
+    const original = isBrokerError(cause, 'ERR_STORE') ? cause.cause : cause
+    const error = new BrokerError(code, `${message}: ${describeCause(original)}`, { cause: original })
     const listeners = this.#events.all.get('error') as Array<(value: unknown) => void> | undefined
     if (listeners === undefined || listeners.length === 0) {
       // Nobody listens: say it once on stderr rather than lose it.

@@ -46,3 +46,32 @@ export class ProtocolError {
     this.error = error
   }
 }
+
+/**
+ * What a thrown value says about itself, for an error message: an Error's
+ * message, a string as it is, else its type. Never throws, whatever was thrown
+ * (an object without a prototype, a Proxy, a getter that throws): reporting a
+ * failure must not become one.
+ */
+export function describeCause (cause: unknown): string {
+  try {
+    if (cause instanceof Error) return String(cause.message)
+    if (typeof cause === 'string') return cause
+    if (cause === null || (typeof cause !== 'object' && typeof cause !== 'function')) return String(cause)
+    return typeof cause === 'function' ? 'a function' : 'an object'
+  } catch {
+    return 'a value that cannot be described'
+  }
+}
+
+/**
+ * Whether `value` is a `BrokerError` with this code. Never throws: `instanceof`
+ * on a Proxy whose prototype trap throws would.
+ */
+export function isBrokerError (value: unknown, code: BrokerErrorCode): value is BrokerError {
+  try {
+    return value instanceof BrokerError && value.code === code
+  } catch {
+    return false
+  }
+}

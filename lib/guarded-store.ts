@@ -1,4 +1,4 @@
-import { BrokerError } from './errors.js'
+import { BrokerError, describeCause, isBrokerError } from './errors.js'
 import type {
   CommandFilter, CommandPatch, CommandQuery, CommandRecord, DeviceRecord, ExpiryRef, NewCommandRecord, Store
 } from './store.js'
@@ -91,7 +91,6 @@ class GuardedStore implements Store {
 
 function storeError (err: unknown): BrokerError {
   // A store call nested in a guarded transaction is already wrapped.
-  if (err instanceof BrokerError && err.code === 'ERR_STORE') return err
-  const detail = err instanceof Error ? err.message : String(err)
-  return new BrokerError('ERR_STORE', `store failed: ${detail}`, { cause: err })
+  if (isBrokerError(err, 'ERR_STORE')) return err
+  return new BrokerError('ERR_STORE', `store failed: ${describeCause(err)}`, { cause: err })
 }

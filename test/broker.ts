@@ -750,3 +750,33 @@ t.test('broker: commands past their time do not count as pending, even before th
     broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'e' } }, admin)]
   t.same((await Promise.all(queued)).map((reply) => reply.status), ['success', 'error'], 'a recount includes writes still queued')
 })
+
+t.test('broker: reporting never throws, whatever a subscriber, listener or push throws', async (t) => {
+  const { broker, admin, device, clock } = setup(t)
+  await device('lamp-1')
+  const hostile: unknown[] = [
+    Object.create(null),
+    new Proxy({}, { getPrototypeOf () { throw new Error('trap') }, get () { throw new Error('trap') } }),
+    Object.defineProperty(new Error('x'), 'message', { get (): string { throw new Error('getter') } }),
+    Symbol('s')
+  ]
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => errors.push(err))
+  let thrower = 0
+  broker.subscribe({}, () => { throw hostile[thrower++ % hostile.length] })
+  broker.on('expired', () => { throw Object.create(null) })
+  const session = broker.session(() => { throw Object.create(null) })
+  t.equal((await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1' }, admin)).status, 'success')
+  for (let i = 0; i < hostile.length; i++) {
+    const reply = await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on', lifetime: 1 } }, admin)
+    t.equal(reply.status, 'success', `insert ${i} is answered`)
+  }
+  clock.advance(1000)
+  await new Promise(setImmediate)
+  t.same(errors.map((err) => err.code).sort(), [
+    ...Array(4).fill('ERR_PUSH'), ...Array(4).fill('ERR_SUBSCRIBER'), ...Array(4).fill('ERR_SUBSCRIBER')
+  ].sort(), 'every throw is reported once')
+  t.ok(errors.every((err) => err instanceof BrokerError && typeof err.message === 'string'), 'each as a BrokerError with a message')
+  t.equal(errors.find((err) => err.cause === hostile[0])?.message, 'a subscriber threw: an object')
+  t.equal(errors.find((err) => err.cause === hostile[2])?.message, 'a subscriber threw: a value that cannot be described')
+})

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { BrokerError, ProtocolError, type BrokerErrorCode } from '../lib/errors.js'
+import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from '../lib/errors.js'
 
 t.test('errors: BrokerError is an Error with a name, code and message', async (t) => {
   const error = new BrokerError('ERR_CLOSED', 'Broker is closed')
@@ -40,4 +40,26 @@ t.test('errors: ProtocolError carries code and error and is not an Error', async
   t.notOk('message' in error, 'no message')
   t.strictSame(Object.keys(error), ['code', 'error'], 'exactly code and error')
   t.equal(JSON.stringify(error), '{"code":401,"error":"Token expired"}')
+})
+
+t.test('errors: describeCause names any thrown value and never throws', async (t) => {
+  t.equal(describeCause(new Error('disk on fire')), 'disk on fire')
+  t.equal(describeCause('a string'), 'a string')
+  t.equal(describeCause(42), '42')
+  t.equal(describeCause(null), 'null')
+  t.equal(describeCause(undefined), 'undefined')
+  t.equal(describeCause(Symbol('s')), 'Symbol(s)')
+  t.equal(describeCause(Object.create(null)), 'an object')
+  t.equal(describeCause(() => 1), 'a function')
+  const trap = new Proxy({}, { getPrototypeOf () { throw new Error('trap') } })
+  t.equal(describeCause(trap), 'a value that cannot be described')
+  const badMessage = Object.defineProperty(new Error('x'), 'message', { get (): string { throw new Error('getter') } })
+  t.equal(describeCause(badMessage), 'a value that cannot be described')
+})
+
+t.test('errors: isBrokerError checks class and code and never throws', async (t) => {
+  t.equal(isBrokerError(new BrokerError('ERR_STORE', 'x'), 'ERR_STORE'), true)
+  t.equal(isBrokerError(new BrokerError('ERR_PUSH', 'x'), 'ERR_STORE'), false)
+  t.equal(isBrokerError(new Error('x'), 'ERR_STORE'), false)
+  t.equal(isBrokerError(new Proxy({}, { getPrototypeOf () { throw new Error('trap') } }), 'ERR_STORE'), false)
 })
