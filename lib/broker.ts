@@ -125,6 +125,8 @@ export class Broker {
   readonly #events: Emitter<Record<keyof BrokerEvents, unknown>> = mitt()
   readonly #pending = new Map<string, PendingCount>()
   readonly #sessions = new Set<SessionState>()
+  // The error of each slice of writes whose transaction failed, until it is settled.
+  readonly #commitErrors = new WeakMap<object, unknown>()
   readonly #host: SessionHost
   #nextSubscriptionId = 1
   #closed = false
@@ -144,7 +146,10 @@ export class Broker {
     this.#clock = this.#options.clock
     this.#auth = new Authenticator(this.#options.key, this.#options.tokenCacheSize)
     this.#fanOut = new FanOut((err) => this.#fail('ERR_SUBSCRIBER', 'a subscriber threw', err))
-    this.#writes = new WriteQueue(this.#options.writeBatch, (ops) => { this.#commit(ops) })
+    this.#writes = new WriteQueue(this.#options.writeBatch, {
+      commit: (ops) => { this.#commit(ops) },
+      settle: (ops) => { this.#settle(ops) }
+    })
     this.#recoverUpTo = this.#store.lastCommandId()
     this.#wheel = new TimerWheel({
       clock: this.#clock,
@@ -228,8 +233,9 @@ export class Broker {
   }
 
   async #shutdown (): Promise<void> {
-    this.#writes.flush()
+    // Closed first: whatever the last flush makes a subscriber do is refused with 503.
     this.#closed = true
+    this.#writes.flush()
     this.#wheel.close()
     if (this.#recoveryImmediate !== undefined) clearImmediate(this.#recoveryImmediate)
     if (this.#recoveryTimer !== undefined) this.#clock.clearTimeout(this.#recoveryTimer)
@@ -599,6 +605,7 @@ export class Broker {
 
   // --- writes ---------------------------------------------------------------------------
 
+  // One transaction of writes: no callbacks into other code here (see WriteSink.commit).
   #commit (ops: Array<InsertOp | UpdateOp>): void {
     const store = this.#store
     try {
@@ -609,19 +616,27 @@ export class Broker {
         }
       })
     } catch (err) {
-      for (const op of ops) {
-        op.failed = true
-        if (op.kind === 'insert') this.#uncount(op.record.deviceId, op.record.expiresAt)
-      }
-      this.#fail('ERR_STORE', 'a write failed; its requests were answered 500', err)
+      for (const op of ops) op.failed = true
+      this.#commitErrors.set(ops, err)
+    }
+  }
+
+  // After every slice of a flush has committed: only now do timers start, subscribers hear of
+  // it, and failures get reported, so whatever those call (close(), another write) comes after.
+  #settle (ops: Array<InsertOp | UpdateOp>): void {
+    if (this.#commitErrors.has(ops)) {
+      for (const op of ops) if (op.kind === 'insert') this.#uncount(op.record.deviceId, op.record.expiresAt)
+      this.#fail('ERR_STORE', 'a write failed; its requests were answered 500', this.#commitErrors.get(ops))
       return
     }
-    // Committed: only now do timers start and subscribers hear of it.
+    const now = this.#clock.now()
     for (const op of ops) {
       if (op.kind === 'insert') {
         const { record } = op
         if (record.expiresAt !== null && !this.#closed) this.#wheel.add(record.id, record.expiresAt)
-        this.#fanOut.publish(record, false)
+        // One whose lifetime ran out before it committed is gone for readers already: it is
+        // reported when its timer fires, not pushed as new.
+        if (record.expiresAt === null || record.expiresAt > now) this.#fanOut.publish(record, false)
       } else if (op.before !== undefined) {
         const { before, patch } = op
         if (!before.updated) this.#uncount(before.deviceId, before.expiresAt)
@@ -682,8 +697,9 @@ export class Broker {
     try {
       removed = this.#store.transaction(() => this.#store.expireCommands(ids, now))
     } catch (err) {
-      this.#fail('ERR_STORE', 'expiring commands failed; retrying', err)
+      // Re-armed before reporting: a listener may close the broker, and then the wheel too.
       for (const id of ids) this.#wheel.add(id, now + RETRY_MS)
+      this.#fail('ERR_STORE', 'expiring commands failed; retrying', err)
       return 0
     }
     for (const record of removed) {
@@ -698,13 +714,14 @@ export class Broker {
   readonly #recover = (): void => {
     this.#recoveryImmediate = undefined
     this.#recoveryTimer = undefined
+    if (this.#closed) return
     let page: Array<[number, number]>
     try {
       // One page per event-loop turn, no bigger than what expiry may do in one turn.
       page = this.#store.expiringCommands(this.#recoveredTo, this.#recoverUpTo, this.#options.expiryBatch)
     } catch (err) {
-      this.#fail('ERR_STORE', 'start-up recovery failed; retrying', err)
       this.#recoveryTimer = this.#clock.setTimeout(this.#recover, RETRY_MS)
+      this.#fail('ERR_STORE', 'start-up recovery failed; retrying', err)
       return
     }
     const now = this.#clock.now()
@@ -718,6 +735,8 @@ export class Broker {
       }
     }
     if (due.length > 0) this.#report.expired += this.#expire(due)
+    // An `expired` or `error` listener may have closed the broker.
+    if (this.#closed) return
     const last = page[page.length - 1]
     if (page.length < this.#options.expiryBatch || last === undefined) {
       this.#resolveReady({ ...this.#report })

@@ -61,11 +61,20 @@ export class UpdateOp extends WriteOp {
   }
 }
 
-// Writes waiting for the next commit, and one promise all their requests await.
-interface Batch {
-  readonly ops: Array<InsertOp | UpdateOp>
-  readonly done: Promise<void>
-  readonly resolve: () => void
+/** What a write queue needs from its owner. */
+export interface WriteSink {
+  /**
+   * Runs one transaction of writes and records each outcome on its op (`failed`, the assigned
+   * id, `before`). Must not throw, and must not call out to code that may re-enter the queue:
+   * it runs while later slices still wait their turn.
+   */
+  commit: (ops: Array<InsertOp | UpdateOp>) => void
+  /**
+   * Runs what a committed (or failed) slice makes visible: timers, subscribers, error reports.
+   * Called once every queued slice has been committed, so code it calls (a subscriber that
+   * closes the broker, or deletes a device) never lands between two slices of one flush.
+   */
+  settle: (ops: Array<InsertOp | UpdateOp>) => void
 }
 
 /**
@@ -75,43 +84,58 @@ interface Batch {
  */
 export class WriteQueue {
   readonly #size: number
-  readonly #commit: (ops: Array<InsertOp | UpdateOp>) => void
-  #batch: Batch | undefined
+  readonly #sink: WriteSink
+  // Writes not committed yet, in arrival order, and the promise they all await.
+  // Invariant: every op in #ops is uncommitted; a flush takes slices from the head only.
+  #ops: Array<InsertOp | UpdateOp> = []
+  #done: { promise: Promise<void>, resolve: () => void } | undefined
   #immediate: NodeJS.Immediate | undefined
   readonly #onImmediate = (): void => {
     this.#immediate = undefined
     this.flush()
   }
 
-  /** `commit` runs one transaction of writes and records each outcome on its op; it must not throw. */
-  constructor (size: number, commit: (ops: Array<InsertOp | UpdateOp>) => void) {
+  constructor (size: number, sink: WriteSink) {
     this.#size = size
-    this.#commit = commit
+    this.#sink = sink
+  }
+
+  /** Writes queued and not yet committed. */
+  get size (): number {
+    return this.#ops.length
   }
 
   /** Queues a write for the next commit and returns it, its `done` set. */
   push<Op extends InsertOp | UpdateOp>(op: Op): Op {
-    let batch = this.#batch
-    if (batch === undefined) {
-      const { promise, resolve } = deferred<void>()
-      batch = { ops: [], done: promise, resolve }
-      this.#batch = batch
+    if (this.#done === undefined) {
+      this.#done = deferred<void>()
       this.#immediate = setImmediate(this.#onImmediate)
     }
-    batch.ops.push(op)
-    op.done = batch.done
+    this.#ops.push(op)
+    op.done = this.#done.promise
     return op
   }
 
-  /** Commits what is queued, now: for a write that must follow them, and for close(). */
+  /**
+   * Commits what is queued, now: for a write that must follow them, and for close(). Every
+   * slice commits before any is settled, and the requests resolve after both.
+   */
   flush (): void {
     if (this.#immediate !== undefined) clearImmediate(this.#immediate)
     this.#immediate = undefined
-    const batch = this.#batch
-    if (batch === undefined) return
-    this.#batch = undefined
-    for (let i = 0; i < batch.ops.length; i += this.#size) this.#commit(batch.ops.slice(i, i + this.#size))
-    batch.resolve()
+    const done = this.#done
+    if (done === undefined) return
+    const ops = this.#ops
+    this.#ops = []
+    this.#done = undefined
+    const slices: Array<Array<InsertOp | UpdateOp>> = []
+    for (let i = 0; i < ops.length; i += this.#size) {
+      const slice = ops.slice(i, i + this.#size)
+      this.#sink.commit(slice)
+      slices.push(slice)
+    }
+    for (const slice of slices) this.#sink.settle(slice)
+    done.resolve()
   }
 }
 

@@ -10,7 +10,7 @@ import { memoryStore } from '../lib/memory-store.js'
 import type { Command, Reply } from '../lib/schema.js'
 import { sqliteStore } from '../lib/sqlite-store.js'
 import type { Store } from '../lib/store.js'
-import { body, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
+import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
 
@@ -779,4 +779,76 @@ t.test('broker: reporting never throws, whatever a subscriber, listener or push 
   t.ok(errors.every((err) => err instanceof BrokerError && typeof err.message === 'string'), 'each as a BrokerError with a message')
   t.equal(errors.find((err) => err.cause === hostile[0])?.message, 'a subscriber threw: an object')
   t.equal(errors.find((err) => err.cause === hostile[2])?.message, 'a subscriber threw: a value that cannot be described')
+})
+
+t.test('broker: close() from a subscriber still commits every accepted write of the batch', async (t) => {
+  const { broker, admin, device } = setup(t, { writeBatch: 2 })
+  await device('lamp-1')
+  let closing: Promise<void> | undefined
+  broker.subscribe({}, () => { closing ??= broker.close() })
+  const replies = await Promise.all(Array.from({ length: 5 }, (_, i) =>
+    broker.handle({ action: 'command/insert', requestId: i, deviceId: 'lamp-1', command: { command: `c${i}` } }, admin)))
+  t.same(replies.map((reply) => reply.status), Array(5).fill('success'), 'all five answered success, none 500')
+  await closing
+})
+
+t.test('broker: a device/delete from a subscriber runs after every slice of the batch has committed', async (t) => {
+  const store = memoryStore()
+  const { broker, admin, device } = setup(t, { writeBatch: 2 }, store)
+  await device('lamp-1')
+  let deleted: Promise<Reply> | undefined
+  broker.subscribe({}, () => { deleted ??= broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin) })
+  const replies = await Promise.all(Array.from({ length: 5 }, (_, i) =>
+    broker.handle({ action: 'command/insert', requestId: i, deviceId: 'lamp-1', command: { command: `c${i}` } }, admin)))
+  t.same(replies.map((reply) => reply.status), Array(5).fill('success'))
+  t.equal((await deleted)?.status, 'success')
+  await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'again' } }, admin)
+  const list = body(await broker.handle({ action: 'command/list', deviceId: 'lamp-1' }, admin))
+  t.strictSame(list.commands, [], 'no command of the deleted device survived it')
+})
+
+t.test('broker: an insert made while close() flushes is answered 503', async (t) => {
+  const { broker, admin, device } = setup(t)
+  await device('lamp-1')
+  let late: Promise<Reply> | undefined
+  broker.subscribe({}, () => { late ??= broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'late' } }, admin) })
+  const first = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'first' } }, admin)
+  await broker.close()
+  t.equal((await first).status, 'success', 'the accepted insert committed')
+  t.strictSame(errorOf(await (late as Promise<Reply>)), CLOSED, 'the one made during close() is refused, not failed')
+})
+
+t.test('broker: close() from an error listener during a failing expiry leaves nothing running', async (t) => {
+  const inner = memoryStore()
+  let failing = false
+  const store: Store = { ...overridable(inner), expireCommands: (ids, now) => { if (failing) throw new Error('busy'); return inner.expireCommands(ids, now) } }
+  const { broker, admin, device, clock } = setup(t, {}, store)
+  await device('lamp-1')
+  await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on', lifetime: 1 } }, admin)
+  failing = true
+  let closing: Promise<void> | undefined
+  broker.on('error', () => { closing ??= broker.close() })
+  clock.advance(1000)
+  await closing
+  t.ok(closing !== undefined, 'the listener closed the broker')
+  t.equal(clock.pending, 0, 'no timer left: neither the wheel nor a retry')
+})
+
+t.test('broker: an insert whose lifetime ran out before its commit is reported expired, not pushed as new', async (t) => {
+  const { broker, admin, device, clock } = setup(t)
+  await device('lamp-1')
+  const inserts: Command[] = []
+  const updates: Command[] = []
+  const expired: Command[] = []
+  broker.subscribe({}, (command) => inserts.push(command))
+  broker.subscribe({ returnUpdatedCommands: true }, (command) => updates.push(command))
+  broker.on('expired', (command) => expired.push(command))
+  const reply = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on', lifetime: 1 } }, admin)
+  clock.advance(1000) // before the commit, which waits for the next turn
+  t.equal((await reply).status, 'success')
+  t.equal(inserts.length, 0, 'never pushed as an insert')
+  clock.advance(100)
+  await new Promise(setImmediate)
+  t.equal(expired.length, 1, 'reported as expired')
+  t.equal(updates[0]?.status, 'expired', 'and pushed to update subscribers as expired')
 })

@@ -13,7 +13,7 @@ const turn = async (): Promise<void> => { await new Promise(setImmediate) }
 
 t.test('group-commit: writes queued in one turn commit together on the next', async (t) => {
   const commits: number[][] = []
-  const queue = new WriteQueue(1000, (ops) => { commits.push(ops.map((op) => (op as InsertOp).record.timestamp)) })
+  const queue = new WriteQueue(1000, { commit: (ops) => { commits.push(ops.map((op) => (op as InsertOp).record.timestamp)) }, settle: () => {} })
   const ops = [1, 2, 3].map((i) => queue.push(new InsertOp(record({ timestamp: i }))))
   t.same(commits, [], 'nothing commits synchronously')
   t.ok(ops.every((op) => op.done === ops[0]?.done), 'one promise for the batch')
@@ -26,7 +26,7 @@ t.test('group-commit: writes queued in one turn commit together on the next', as
 
 t.test('group-commit: a batch larger than size is split into transactions', async (t) => {
   const sizes: number[] = []
-  const queue = new WriteQueue(2, (ops) => { sizes.push(ops.length) })
+  const queue = new WriteQueue(2, { commit: (ops) => { sizes.push(ops.length) }, settle: () => {} })
   const last = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record()))).at(-1)
   await last?.done
   t.same(sizes, [2, 2, 1])
@@ -34,7 +34,7 @@ t.test('group-commit: a batch larger than size is split into transactions', asyn
 
 t.test('group-commit: flush() commits what is queued at once, and is harmless when empty', async (t) => {
   let commits = 0
-  const queue = new WriteQueue(10, () => { commits++ })
+  const queue = new WriteQueue(10, { commit: () => { commits++ }, settle: () => {} })
   queue.flush()
   t.equal(commits, 0)
   const op = queue.push(new InsertOp(record()))
@@ -43,6 +43,37 @@ t.test('group-commit: flush() commits what is queued at once, and is harmless wh
   await op.done
   await turn()
   t.equal(commits, 1, 'and not again on the next turn')
+})
+
+t.test('group-commit: every slice commits before any is settled, and requests resolve after both', async (t) => {
+  const log: string[] = []
+  const queue = new WriteQueue(2, {
+    commit: (ops) => { log.push(`commit ${ops.length}`) },
+    settle: (ops) => { log.push(`settle ${ops.length}`) }
+  })
+  const ops = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record())))
+  t.equal(queue.size, 5, 'five queued')
+  void ops[0]?.done?.then(() => { log.push('resolved') })
+  await ops[4]?.done
+  t.same(log, ['commit 2', 'commit 2', 'commit 1', 'settle 2', 'settle 2', 'settle 1', 'resolved'])
+  t.equal(queue.size, 0, 'nothing left queued')
+})
+
+t.test('group-commit: a write queued while settling (a subscriber writing) goes to the next commit', async (t) => {
+  const committed: number[][] = []
+  let reentered: InsertOp | undefined
+  const queue: WriteQueue = new WriteQueue(10, {
+    commit: (ops) => { committed.push(ops.map((op) => (op as InsertOp).record.timestamp)) },
+    settle: () => {
+      reentered ??= queue.push(new InsertOp(record({ timestamp: 99 })))
+      // A flush from here (close() in a subscriber) commits the new write at once.
+      queue.flush()
+    }
+  })
+  await queue.push(new InsertOp(record({ timestamp: 1 }))).done
+  t.same(committed, [[1], [99]], 'the re-entrant write committed after the first, in its own transaction')
+  await reentered?.done
+  t.equal(queue.size, 0)
 })
 
 t.test('group-commit: an insert answers its four assigned keys, or 500 when its transaction failed', async (t) => {
