@@ -5,6 +5,7 @@ import type { Clock } from './clock.js'
 import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
 import { CommandEvent, FanOut, type Subscriber } from './fan-out.js'
 import { guardStore } from './guarded-store.js'
+import { checkFilterList, checkText, serialiseJson } from './limits.js'
 import { deferred, InsertOp, UpdateOp, WriteOp, WriteQueue, type Payload } from './group-commit.js'
 import {
   ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, COMMAND_REQUIRED, DEVICE_ID_INVALID, DEVICE_ID_REQUIRED,
@@ -356,8 +357,8 @@ export class Broker {
     const now = this.#clock.now()
     const lifetime = body.lifetime ?? null
     if (lifetime !== null && lifetime > maxLifetime) throw insertError([], maxLifetime)
-    const parameters = this.#json('parameters', body.parameters)
-    const result = this.#json('result', body.result)
+    const parameters = serialiseJson('parameters', body.parameters, this.#options)
+    const result = serialiseJson('result', body.result, this.#options)
     let pending = this.#pendingOf(device.id, now)
     if (pending.count >= maxPendingPerDevice) {
       // The count may still hold commands whose time has passed but whose expiry has not run
@@ -380,7 +381,7 @@ export class Broker {
         deviceTypeId: device.deviceTypeId,
         parameters,
         lifetime,
-        status: body.status ?? null,
+        status: body.status === undefined || body.status === null ? null : checkText('status', body.status, this.#options),
         result,
       expiresAt: lifetime === null ? null : now + lifetime * 1000,
       updated: false,
@@ -397,8 +398,8 @@ export class Broker {
     if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
     const body = parse(updateBody, msg.command, malformed)
     const patch: CommandPatch = {}
-    if (body.status !== undefined) patch.status = body.status
-    if (body.result !== undefined) patch.result = this.#json('result', body.result)
+    if (body.status !== undefined) patch.status = body.status === null ? null : checkText('status', body.status, this.#options)
+    if (body.result !== undefined) patch.result = serialiseJson('result', body.result, this.#options)
     return this.#writes.push(new UpdateOp(commandId, device.id, patch, this.#clock.now()))
   }
 
@@ -455,7 +456,7 @@ export class Broker {
         !canSee(grant, networkId, deviceTypeId)) {
       throw new ProtocolError(403, ACCESS_DENIED)
     }
-    const data = this.#json('data', body.data)
+    const data = serialiseJson('data', body.data, this.#options)
     // Writes accepted before this one commit first, so they see the device as it was.
     this.#writes.flush()
     this.#store.saveDevice({ id: deviceId, name: body.name, data, networkId, deviceTypeId, isBlocked: body.isBlocked ?? false })
@@ -488,6 +489,8 @@ export class Broker {
     } else {
       deviceId = this.#device(grant, Action.GetDeviceCommand, msg).id
     }
+    // Lengths first: a list too long is refused before anything walks it.
+    this.#filterLengths(msg)
     const body = parse(subscribeFilters, msg, malformed)
     const limit = body.limit ?? 20
     if (limit < 0 || limit > MAX_HISTORY) throw new ProtocolError(400, validationFailed(`limit must be from 0 to ${MAX_HISTORY}`))
@@ -497,9 +500,9 @@ export class Broker {
     }
     const filter = normalizeFilter({
       deviceId,
-      networkIds: body.networkIds ?? undefined,
-      deviceTypeIds: body.deviceTypeIds ?? undefined,
-      names: body.names ?? undefined
+      networkIds: body.networkIds == null ? undefined : checkFilterList('networkIds', body.networkIds, this.#options),
+      deviceTypeIds: body.deviceTypeIds == null ? undefined : checkFilterList('deviceTypeIds', body.deviceTypeIds, this.#options),
+      names: body.names == null ? undefined : checkFilterList('names', body.names, this.#options)
     })
     const updates = body.returnUpdatedCommands ?? false
     const id = this.#nextSubscriptionId++
@@ -538,6 +541,15 @@ export class Broker {
       for (const push of pushes) if (!session.closed) this.#push(session, push)
     })
     return { subscriptionId: id }
+  }
+
+  // Refuses a filter list longer than maxFilterItems before anything walks it.
+  #filterLengths (msg: Message): void {
+    const max = this.#options.maxFilterItems
+    for (const name of ['networkIds', 'deviceTypeIds', 'names'] as const) {
+      const list = msg[name]
+      if (Array.isArray(list) && list.length > max) throw new ProtocolError(400, validationFailed(`${name} must have at most ${max} entries`))
+    }
   }
 
   #unsubscribe (session: SessionState, token: unknown, msg: Message): Payload {
@@ -667,24 +679,6 @@ export class Broker {
   #uncount (deviceId: string, expiresAt: number | null): void {
     const pending = this.#pending.get(deviceId)
     if (pending !== undefined && pending.count > 0 && (expiresAt === null || expiresAt > pending.since)) pending.count--
-  }
-
-  // Serialises a JSON field for the store, enforcing maxPayloadBytes. null/absent stay null.
-  #json (name: string, value: unknown): string | null {
-    if (value === undefined || value === null) return null
-    let text: string | undefined
-    try {
-      text = JSON.stringify(value)
-    } catch {
-      // BigInt, a cycle, nesting deeper than the stack: not JSON.
-      throw new ProtocolError(400, MALFORMED_JSON)
-    }
-    if (text === undefined) throw new ProtocolError(400, MALFORMED_JSON)
-    const limit = this.#options.maxPayloadBytes
-    if (text.length > limit || (text.length * 3 > limit && Buffer.byteLength(text) > limit)) {
-      throw new ProtocolError(400, validationFailed(`${name} must be at most ${limit} bytes when serialised`))
-    }
-    return text
   }
 
   // --- expiry ---------------------------------------------------------------------------

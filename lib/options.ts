@@ -21,8 +21,23 @@ export interface BrokerOptions {
   tick?: number
   /** Largest `lifetime` a command may ask for, in seconds. Default 604800 (7 days). */
   maxLifetime?: number
-  /** Largest serialised `parameters`, `result` or device `data`, in UTF-8 bytes (each). Default 65536. */
+  /**
+   * Largest serialised `parameters`, `result` or device `data`, and largest `status`, in
+   * UTF-8 bytes (each). Default 65536.
+   */
   maxPayloadBytes?: number
+  /**
+   * Deepest nesting of arrays and objects in `parameters`, `result` or device `data`.
+   * Default 64. Anything a device must parse back is held to it, so a push can always be
+   * serialised again (V8 runs out of stack somewhere past a few thousand levels).
+   */
+  maxJsonDepth?: number
+  /**
+   * Most entries in one `networkIds`, `deviceTypeIds` or `names` list of a subscription or
+   * a `command/list`. Default 100. Each entry of a subscription is indexed, so this bounds
+   * what one subscription costs; a `names` entry is also held to a command name's 128 characters.
+   */
+  maxFilterItems?: number
   /** Largest message `handle()` accepts as a string, in UTF-8 bytes. Default 1048576 (1 MiB). */
   maxFrameBytes?: number
   /**
@@ -54,6 +69,8 @@ export const DEFAULTS = Object.freeze({
   tick: 100,
   maxLifetime: 604_800,
   maxPayloadBytes: 65_536,
+  maxJsonDepth: 64,
+  maxFilterItems: 100,
   maxFrameBytes: 1_048_576,
   maxPendingPerDevice: 10_000,
   maxSubscriptionsPerSession: 100,
@@ -72,6 +89,8 @@ const LIMITS: Readonly<Record<keyof typeof DEFAULTS, readonly [min: number, max:
   tick: [1, 60_000],
   maxLifetime: [1, 2 ** 31 - 1],
   maxPayloadBytes: [2, 2 ** 30],
+  maxJsonDepth: [1, 1000],
+  maxFilterItems: [1, 100_000],
   maxFrameBytes: [2, 2 ** 30],
   maxPendingPerDevice: [1, 2 ** 31 - 1],
   maxSubscriptionsPerSession: [1, 2 ** 31 - 1],

@@ -9,7 +9,7 @@ import type { CommandRecord } from '../lib/store.js'
 import { body, errorOf, setup, START, type Fixture } from './fixtures/broker.js'
 
 const VALIDATION = /^Validation failed with following violations: \S/
-const LIMITS = ['maxFrameBytes', 'maxPayloadBytes', 'maxPendingPerDevice', 'maxSubscriptionsPerSession', 'maxLifetime'] as const
+const LIMITS = ['maxFrameBytes', 'maxPayloadBytes', 'maxJsonDepth', 'maxFilterItems', 'maxPendingPerDevice', 'maxSubscriptionsPerSession', 'maxLifetime'] as const
 let checked = 0
 
 /** A 400 `Validation failed with following violations: ...` that names `what`. */
@@ -114,6 +114,89 @@ t.test('options-limits: maxPayloadBytes holds for parameters, result and device 
     t.equal(w.store.getDevice(id)?.data, JSON.stringify(exact), 'stored whole')
     checked += 4
   }
+})
+
+t.test('options-limits: maxPayloadBytes holds for a status too, on insert and on update', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  const limit = DEFAULTS.maxPayloadBytes
+  const target = body(await w.insert('lamp-1', { command: 'target' })).command.id as number
+  for (const wide of [false, true]) {
+    const kind = wide ? 'three-byte' : 'ASCII'
+    // payloadOf counts two bytes of quotes: a status is the bare string.
+    const over = payloadOf(limit + 3, wide)
+    const exact = payloadOf(limit + 2, wide)
+    const before = w.store.lastCommandId()
+    validation(t, await w.insert('lamp-1', { command: 'big', status: over }), new RegExp(`status must be at most ${limit} bytes`), `insert status, ${kind}, ${limit + 1} bytes`)
+    t.equal(w.store.lastCommandId(), before, 'nothing stored')
+    const reply = await w.insert('lamp-1', { command: 'big', status: exact })
+    t.equal(w.store.getCommand(body(reply).command.id as number, w.clock.now())?.status, exact, `insert status, ${kind}, exactly ${limit} bytes, stored whole`)
+    validation(t, await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: target, command: { status: over } }, w.admin),
+      new RegExp(`status must be at most ${limit} bytes`), `update status, ${kind}, ${limit + 1} bytes`)
+    t.equal(w.store.getCommand(target, w.clock.now())?.status, null, 'the command is unchanged')
+    t.equal((await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: target, command: { status: exact } }, w.admin)).status,
+      'success', `update status, ${kind}, exactly ${limit} bytes`)
+    t.equal(w.store.getCommand(target, w.clock.now())?.status, exact, 'stored whole')
+    await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: target, command: { status: null } }, w.admin)
+    checked += 4
+  }
+})
+
+/** A JSON value nested exactly `depth` deep: arrays and objects alternating. */
+function nested (depth: number): unknown {
+  let value: unknown = 'leaf'
+  for (let i = 0; i < depth; i++) value = i % 2 === 0 ? [value] : { k: value }
+  return value
+}
+
+t.test('options-limits: maxJsonDepth holds for parameters, result and device data, at exactly the default', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  const limit = DEFAULTS.maxJsonDepth
+  const over = nested(limit + 1)
+  const exact = nested(limit)
+  const target = body(await w.insert('lamp-1', { command: 'target' })).command.id as number
+  for (const field of ['parameters', 'result'] as const) {
+    const before = w.store.lastCommandId()
+    validation(t, await w.insert('lamp-1', { command: 'deep', [field]: over }), new RegExp(`${field} must nest arrays and objects at most ${limit} deep`), `insert ${field}, depth ${limit + 1}`)
+    t.equal(w.store.lastCommandId(), before, 'nothing stored')
+    const reply = await w.insert('lamp-1', { command: 'deep', [field]: exact })
+    t.equal(w.store.getCommand(body(reply).command.id as number, w.clock.now())?.[field], JSON.stringify(exact), `insert ${field}, depth ${limit}, stored whole`)
+    checked += 2
+  }
+  validation(t, await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: target, command: { result: over } }, w.admin),
+    /result must nest/, `update result, depth ${limit + 1}`)
+  t.equal(w.store.getCommand(target, w.clock.now())?.result, null, 'unchanged')
+  t.equal((await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: target, command: { result: exact } }, w.admin)).status, 'success')
+  validation(t, await w.broker.handle({ action: 'device/save', deviceId: 'deep', device: { name: 'deep', data: over } }, w.admin), /data must nest/, `device data, depth ${limit + 1}`)
+  t.equal(w.store.getDevice('deep'), undefined, 'no device created')
+  t.equal((await w.broker.handle({ action: 'device/save', deviceId: 'deep', device: { name: 'deep', data: exact } }, w.admin)).status, 'success')
+  // Brackets inside strings are text, not nesting.
+  t.equal((await w.insert('lamp-1', { command: 'text', parameters: { s: '[[[[{{{{'.repeat(100), t: '\\"[' } })).status, 'success', 'brackets in strings do not count')
+  checked += 4
+})
+
+t.test('options-limits: maxFilterItems holds for networkIds, deviceTypeIds and names; a name is at most 128 characters', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  const limit = DEFAULTS.maxFilterItems
+  const session = w.broker.session(() => {})
+  body(await session.handle({ action: 'authenticate', token: w.admin }))
+  const lists: Record<string, (n: number) => unknown[]> = {
+    networkIds: (n) => Array.from({ length: n }, (_, i) => i + 1),
+    deviceTypeIds: (n) => Array.from({ length: n }, (_, i) => i + 1),
+    names: (n) => Array.from({ length: n }, (_, i) => `name-${i}`)
+  }
+  for (const [field, make] of Object.entries(lists)) {
+    validation(t, await session.handle({ action: 'command/subscribe', [field]: make(limit + 1) }), new RegExp(`${field} must have at most ${limit} entries`), `${field}, ${limit + 1} entries`)
+    // A huge list is refused before anything walks it: its entries are not even of the right type.
+    validation(t, await session.handle({ action: 'command/subscribe', [field]: Array(150_000).fill({}) }), /at most/, `${field}, 150,000 entries of the wrong type`)
+    t.equal((await session.handle({ action: 'command/subscribe', [field]: make(limit) })).status, 'success', `${field}, exactly ${limit} entries`)
+    checked += 2
+  }
+  validation(t, await session.handle({ action: 'command/subscribe', names: ['x'.repeat(129)] }), /names entries must be at most 128 characters/, 'a 129-character name')
+  t.equal((await session.handle({ action: 'command/subscribe', names: ['x'.repeat(128)] })).status, 'success', 'a 128-character name')
+  t.equal((body(await session.handle({ action: 'subscription/list' })).subscriptions as unknown[]).length, 4, 'only the accepted subscriptions exist')
 })
 
 t.test('options-limits: maxPendingPerDevice accepts exactly the default pending commands, then refuses', async (t) => {

@@ -11,6 +11,8 @@ const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
   tick: [1, 60_000],
   maxLifetime: [1, 2 ** 31 - 1],
   maxPayloadBytes: [2, 2 ** 30],
+  maxJsonDepth: [1, 1000],
+  maxFilterItems: [1, 100_000],
   maxFrameBytes: [2, 2 ** 30],
   maxPendingPerDevice: [1, 2 ** 31 - 1],
   maxSubscriptionsPerSession: [1, 2 ** 31 - 1],
@@ -31,6 +33,8 @@ t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t
     tick: 100,
     maxLifetime: 604_800,
     maxPayloadBytes: 65_536,
+    maxJsonDepth: 64,
+    maxFilterItems: 100,
     maxFrameBytes: 1_048_576,
     maxPendingPerDevice: 10_000,
     maxSubscriptionsPerSession: 100,
@@ -58,7 +62,7 @@ t.test('options: undefined values take the default', async (t) => {
 
 t.test('options: given values are kept', async (t) => {
   const clock = manualClock(1000)
-  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxFrameBytes: 200, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
+  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxJsonDepth: 3, maxFilterItems: 2, maxFrameBytes: 200, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
   const resolved = resolveOptions({ key: new Uint8Array([1, 2, 3]), clock, ...given })
   t.strictSame([...resolved.key], [1, 2, 3], 'raw key')
   t.equal(resolved.clock, clock, 'the given clock')
@@ -94,7 +98,7 @@ t.test('options: every numeric option refuses a non-integer or out-of-range numb
 
 t.test('options: an unknown option is a TypeError naming it', async (t) => {
   expectError(t, () => resolveWith({ ticks: 5 }), TypeError,
-    'createBroker: unknown option ticks; expected one of secret, key, clock, tick, maxLifetime, maxPayloadBytes, maxFrameBytes, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch',
+    'createBroker: unknown option ticks; expected one of secret, key, clock, tick, maxLifetime, maxPayloadBytes, maxJsonDepth, maxFilterItems, maxFrameBytes, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch',
     'ticks')
   expectError(t, () => resolveWith({ jwtSecret: 'x' }), TypeError, /^createBroker: unknown option jwtSecret;/, 'jwtSecret')
   expectError(t, () => resolveOptions({ foo: undefined } as BrokerOptions), TypeError, /unknown option foo/, 'checked before the key, even when undefined')
