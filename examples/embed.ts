@@ -1,8 +1,9 @@
 // The README's embedding example, verbatim but for the import path: test/example-embed.ts
 // runs it and checks the two stay the same.
+import { randomBytes } from 'node:crypto'
 import { createBroker, manualClock, memoryStore, signToken } from '../lib/index.js'
 
-const secret = 'devicehive' // DeviceHive's JWT_SECRET: tokens it signed are accepted
+const secret = randomBytes(32).toString('base64') // or DeviceHive's JWT_SECRET: tokens it signed are accepted
 const clock = manualClock(Date.parse('2026-01-01')) // tests never sleep; omit for real time
 const broker = createBroker(memoryStore(), { secret, clock }) // or sqliteStore('hub.db')
 const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret, now: clock.now() })

@@ -36,20 +36,23 @@ const ALL_ACTIONS = (1 << 19) - 1
 // What `a: []` grants: every client-facing action.
 const CLIENT_ACTIONS = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16, 17].reduce((mask, id) => mask | (1 << id), 0)
 
-/** The claims of a DeviceHive token, found under its `payload` claim. */
+/**
+ * The claims of a DeviceHive token, found under its `payload` claim. A null list reads as an
+ * absent one, as DeviceHive (whose own tokens may carry `"n": null`) reads it.
+ */
 export const tokenClaimsSchema = z.object({
-  /** User id; becomes the `userId` of inserted commands. */
-  u: z.int().nullable().optional(),
+  /** User id; becomes the `userId` of inserted commands. Required, as in DeviceHive. */
+  u: z.int(),
   /** Action ids granted; `[0]` is all, `[]` the client set, absent none. */
-  a: z.array(z.int()).optional(),
+  a: z.array(z.int()).nullish(),
   /** Network ids as strings, or `"*"`; absent means no device at all. */
-  n: z.array(z.string()).optional(),
+  n: z.array(z.string()).nullish(),
   /** Device type ids as strings, or `"*"`; absent means all. */
-  dt: z.array(z.string()).optional(),
+  dt: z.array(z.string()).nullish(),
   /** Expiry, epoch milliseconds. */
   e: z.number(),
-  /** 1 for an access token, 0 for a refresh token (never accepted for requests). */
-  t: z.union([z.literal(0), z.literal(1)])
+  /** 0 for a refresh token (never accepted for requests); any other number is an access token. */
+  t: z.number()
 })
 
 /** The claims of a DeviceHive token (under the JWT's `payload` claim). */
@@ -61,7 +64,7 @@ export type TokenClaims = z.infer<typeof tokenClaimsSchema>
  * absent (no device at all).
  */
 export interface Grant {
-  readonly userId: number | null
+  readonly userId: number
   readonly actions: number
   readonly networks: '*' | ReadonlySet<number> | null
   readonly deviceTypes: '*' | ReadonlySet<number>
@@ -69,6 +72,8 @@ export interface Grant {
   readonly allDevices: boolean
   /** Epoch ms; the token is expired when `expiresAt < now`. */
   readonly expiresAt: number
+  /** The claims it was compiled from, frozen: what `token/create` copies. */
+  readonly claims: Readonly<TokenClaims>
 }
 
 /**
@@ -115,6 +120,19 @@ export function resolveKey (options: { secret?: unknown, key?: unknown }, who: s
   throw new TypeError(`${who}: options.secret (DeviceHive's JWT_SECRET string) or options.key (Uint8Array) is required`)
 }
 
+/** The shortest HMAC key accepted without `allowWeakKey`, in bytes: SHA-256's output size. */
+export const MIN_KEY_BYTES = 32
+
+/**
+ * Throws a `RangeError` for a key shorter than {@link MIN_KEY_BYTES}, unless `allowWeakKey`.
+ * `who` prefixes the message.
+ */
+export function checkKeyStrength (key: Uint8Array, allowWeakKey: boolean, who: string): void {
+  if (key.length < MIN_KEY_BYTES && !allowWeakKey) {
+    throw new RangeError(`${who}: the key must be at least ${MIN_KEY_BYTES} bytes, received ${key.length} (a secret string is base64-decoded: it needs at least 43 base64 characters); a short HMAC key can be brute-forced from one token. Use a longer secret, or set allowWeakKey: true to accept tokens from a DeviceHive whose JWT_SECRET is short`)
+  }
+}
+
 /**
  * Verifies tokens and compiles their grants. Verified grants are cached by
  * the exact token string, so a session's repeated token costs a Map lookup,
@@ -124,6 +142,7 @@ export function resolveKey (options: { secret?: unknown, key?: unknown }, who: s
  */
 export class Authenticator {
   readonly #verify: (token: string) => unknown
+  readonly #sign: (payload: { payload: TokenClaims }) => string
   // Map order is insertion order: the first entry is the next candidate for eviction.
   readonly #cache = new Map<string, { grant: Grant, used: boolean }>()
   readonly #cacheSize: number
@@ -131,11 +150,16 @@ export class Authenticator {
   constructor (key: Buffer, cacheSize: number) {
     // Only HS256; `exp`/`nbf` are DeviceHive's `e` here, checked against the broker's clock.
     this.#verify = createVerifier({ key, algorithms: ['HS256'], cache: false, ignoreExpiration: true, ignoreNotBefore: true })
+    this.#sign = createSigner({ key, algorithm: 'HS256', noTimestamp: true })
     this.#cacheSize = cacheSize
   }
 
-  /** The token's grant, or throws the 401 `ProtocolError` DeviceHive answers with. */
-  grant (token: unknown, now: number): Grant {
+  /**
+   * The access token's grant, or throws the 401 `ProtocolError` DeviceHive answers with.
+   * `allowExpired` skips the expiry check, for what a session may do once its token has run
+   * out (unsubscribe).
+   */
+  grant (token: unknown, now: number, allowExpired = false): Grant {
     if (token === undefined || token === null || token === '') throw new ProtocolError(401, UNAUTHORIZED)
     if (typeof token !== 'string') throw new ProtocolError(401, INVALID_CREDENTIALS)
     const cached = this.#cache.get(token)
@@ -150,8 +174,25 @@ export class Authenticator {
       cached.used = true
       grant = cached.grant
     }
-    if (grant.expiresAt < now) throw new ProtocolError(401, TOKEN_EXPIRED)
+    if (grant.expiresAt < now && !allowExpired) throw new ProtocolError(401, TOKEN_EXPIRED)
     return grant
+  }
+
+  /**
+   * The claims of a refresh token (`t: 0`), or throws the 401 to answer: `Invalid
+   * credentials` for anything else, `Token expired` for one whose `e` has passed.
+   */
+  refreshClaims (token: string, now: number): TokenClaims {
+    const claims = this.#claims(token)
+    if (claims.t !== 0) throw new ProtocolError(401, INVALID_CREDENTIALS)
+    if (claims.e < now) throw new ProtocolError(401, TOKEN_EXPIRED)
+    return claims
+  }
+
+  /** Signs claims with the broker's key, in DeviceHive's claim order: u, a, n, dt, e, t. */
+  sign (claims: TokenClaims): string {
+    const { u, a, n, dt, e, t } = claims
+    return this.#sign({ payload: { u, a, n, dt, e, t } })
   }
 
   // Makes room for one entry: the oldest unmarked entry goes; marked ones it passes over
@@ -168,6 +209,13 @@ export class Authenticator {
   }
 
   #compile (token: string): Grant {
+    const claims = this.#claims(token)
+    if (claims.t === 0) throw new ProtocolError(401, INVALID_CREDENTIALS)
+    return compileGrant(claims)
+  }
+
+  // The verified claims of any token, or 401 Invalid credentials.
+  #claims (token: string): TokenClaims {
     let decoded: unknown
     try {
       decoded = this.#verify(token)
@@ -175,31 +223,35 @@ export class Authenticator {
       throw new ProtocolError(401, INVALID_CREDENTIALS)
     }
     const parsed = tokenClaimsSchema.safeParse((decoded as { payload?: unknown }).payload)
-    if (!parsed.success || parsed.data.t !== 1) throw new ProtocolError(401, INVALID_CREDENTIALS)
-    return compileGrant(parsed.data)
+    if (!parsed.success) throw new ProtocolError(401, INVALID_CREDENTIALS)
+    return parsed.data
   }
 }
 
 /** Compiles verified claims into a {@link Grant}. */
 export function compileGrant (claims: TokenClaims): Grant {
-  let actions = 0
-  if (claims.a !== undefined) {
-    if (claims.a.length === 0) actions = CLIENT_ACTIONS
-    for (const id of claims.a) {
-      if (id === Action.All) actions = ALL_ACTIONS
-      else if (id > 0 && id <= 18) actions |= 1 << id
-    }
-  }
-  const networks = claims.n === undefined ? null : ids(claims.n)
-  const deviceTypes = claims.dt === undefined ? '*' : ids(claims.dt)
+  const networks = claims.n === undefined || claims.n === null ? null : ids(claims.n)
+  const deviceTypes = claims.dt === undefined || claims.dt === null ? '*' : ids(claims.dt)
   return {
-    userId: claims.u ?? null,
-    actions,
+    userId: claims.u,
+    actions: actionMask(claims.a),
     networks,
     deviceTypes,
     allDevices: networks === '*' && deviceTypes === '*',
-    expiresAt: claims.e
+    expiresAt: claims.e,
+    claims: Object.freeze({ ...claims })
   }
+}
+
+/** The actions an `a` claim grants, as a bit mask of action ids. */
+export function actionMask (a: readonly number[] | null | undefined): number {
+  if (a === undefined || a === null) return 0
+  let actions = a.length === 0 ? CLIENT_ACTIONS : 0
+  for (const id of a) {
+    if (id === Action.All) actions = ALL_ACTIONS
+    else if (id > 0 && id <= 18) actions |= 1 << id
+  }
+  return actions
 }
 
 // `["*", ...]` is everything; otherwise the ids, as numbers (device ids are integers on the
@@ -232,12 +284,17 @@ export function canSee (grant: Grant, networkId: number | null, deviceTypeId: nu
 }
 
 /** Claims for {@link signToken}: `e` defaults to an hour after `now`, `t` to 1 (access). */
-export type SignTokenClaims = Omit<TokenClaims, 'e' | 't'> & { e?: number, t?: 0 | 1 }
+export type SignTokenClaims = Omit<TokenClaims, 'e' | 't'> & { e?: number, t?: number }
 
-/** Options of {@link signToken}: the key (as for `createBroker`), and `now` for the default `e`. */
+/**
+ * Options of {@link signToken}: the key (as for `createBroker`, and held to the same 32
+ * bytes unless `allowWeakKey`), and `now` for the default `e`.
+ */
 export type SignTokenOptions = KeyOptions & {
   /** What the default expiry counts from, epoch ms. Default `Date.now()`. */
   now?: number
+  /** Sign with a key shorter than 32 bytes (DeviceHive's demo secret `devicehive`, say). Default false. */
+  allowWeakKey?: boolean
 }
 
 /**
@@ -246,13 +303,14 @@ export type SignTokenOptions = KeyOptions & {
  * with that `JWT_SECRET` signs. For fixtures and admin tooling.
  *
  * @example
- * const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive' })
+ * const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: process.env.JWT_SECRET })
  *
  * Footgun: the default `e` counts from the real time; with a manual clock set
  * far from today, pass `now` or `e`.
  */
 export function signToken (claims: SignTokenClaims, options: SignTokenOptions): string {
   const key = resolveKey(options, 'signToken')
+  checkKeyStrength(key, options.allowWeakKey === true, 'signToken')
   const now = options.now ?? Date.now()
   const parsed = tokenClaimsSchema.safeParse({ t: 1, e: now + 3_600_000, ...claims })
   if (!parsed.success) {

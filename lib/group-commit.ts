@@ -1,6 +1,6 @@
 import { ProtocolError } from './errors.js'
 import { INTERNAL_ERROR, commandNotFound } from './messages.js'
-import type { CommandPatch, CommandRecord } from './store.js'
+import type { CommandPatch, CommandRecord, DeviceRecord } from './store.js'
 import { formatTimestamp } from './timestamp.js'
 
 /** What a success reply carries after its envelope's keys; undefined for none. */
@@ -15,6 +15,8 @@ export abstract class WriteOp {
   failed = false
   /** Settles when its batch has been committed; set when queued. */
   done: Promise<void> | undefined
+  /** The device the request was checked against: its network and type route the event. */
+  abstract readonly device: DeviceRecord
 
   /** The reply payload once committed; throws the ProtocolError to answer instead. */
   abstract payload (): Payload
@@ -25,10 +27,12 @@ export class InsertOp extends WriteOp {
   readonly kind = 'insert'
   /** The command to store; its id is 0 until the store assigns one at commit. */
   readonly record: CommandRecord
+  readonly device: DeviceRecord
 
-  constructor (record: CommandRecord) {
+  constructor (record: CommandRecord, device: DeviceRecord) {
     super()
     this.record = record
+    this.device = device
   }
 
   payload (): Payload {
@@ -45,13 +49,23 @@ export class UpdateOp extends WriteOp {
   /** The command before the change; undefined if it did not exist (or had expired) at commit. */
   before: CommandRecord | undefined
 
+  /**
+   * `lastUpdated` is the wall-clock time the update sets; `now`, on the broker's timing
+   * clock, decides whether the command has expired.
+   */
   constructor (
     readonly id: number,
-    readonly deviceId: string,
+    readonly device: DeviceRecord,
     readonly patch: CommandPatch,
+    readonly lastUpdated: number,
     readonly now: number
   ) {
     super()
+  }
+
+  /** The device the command must belong to. */
+  get deviceId (): string {
+    return this.device.id
   }
 
   payload (): Payload {

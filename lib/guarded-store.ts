@@ -1,11 +1,12 @@
 import { BrokerError, describeCause, isBrokerError } from './errors.js'
 import type {
-  CommandFilter, CommandPatch, CommandQuery, CommandRecord, DeviceRecord, ExpiryRef, NewCommandRecord, Store
+  CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
+  SortQuery, Store
 } from './store.js'
 
 const METHODS = [
-  'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'insertCommand', 'getCommand', 'updateCommand',
-  'expireCommands', 'listCommands', 'commandsAfter', 'countPending', 'expiringCommands', 'lastCommandId', 'close'
+  'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'deleteCommands', 'insertCommand', 'getCommand', 'updateCommand',
+  'expireCommands', 'scanCommands', 'sortCommands', 'countPending', 'expiringCommands', 'lastCommandId', 'close'
 ] as const satisfies ReadonlyArray<keyof Store>
 
 /**
@@ -44,8 +45,12 @@ class GuardedStore implements Store {
     try { this.#store.saveDevice(device) } catch (err) { throw storeError(err) }
   }
 
-  deleteDevice (id: string): ExpiryRef[] {
+  deleteDevice (id: string): boolean {
     try { return this.#store.deleteDevice(id) } catch (err) { throw storeError(err) }
+  }
+
+  deleteCommands (deviceId: string, limit: number): number {
+    try { return this.#store.deleteCommands(deviceId, limit) } catch (err) { throw storeError(err) }
   }
 
   insertCommand (command: NewCommandRecord): number {
@@ -64,20 +69,20 @@ class GuardedStore implements Store {
     try { return this.#store.expireCommands(ids, now) } catch (err) { throw storeError(err) }
   }
 
-  listCommands (query: CommandQuery, now: number): CommandRecord[] {
-    try { return this.#store.listCommands(query, now) } catch (err) { throw storeError(err) }
+  scanCommands (scan: CommandScan, now: number): CommandPage {
+    try { return this.#store.scanCommands(scan, now) } catch (err) { throw storeError(err) }
   }
 
-  commandsAfter (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean): CommandRecord[] {
-    try { return this.#store.commandsAfter(filter, after, limit, now, accept) } catch (err) { throw storeError(err) }
+  sortCommands (query: SortQuery, now: number, maxWindow: number): CommandRecord[] | undefined {
+    try { return this.#store.sortCommands(query, now, maxWindow) } catch (err) { throw storeError(err) }
   }
 
-  countPending (deviceId: string, now: number): number {
-    try { return this.#store.countPending(deviceId, now) } catch (err) { throw storeError(err) }
+  countPending (deviceId: string, now: number, cursor: Cursor | undefined, examine: number): CountPage {
+    try { return this.#store.countPending(deviceId, now, cursor, examine) } catch (err) { throw storeError(err) }
   }
 
-  expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
-    try { return this.#store.expiringCommands(afterId, maxId, limit) } catch (err) { throw storeError(err) }
+  expiringCommands (afterId: number, maxId: number, examine: number): ExpiringPage {
+    try { return this.#store.expiringCommands(afterId, maxId, examine) } catch (err) { throw storeError(err) }
   }
 
   lastCommandId (): number {

@@ -13,7 +13,8 @@ export { memoryStore } from './memory-store.js'
 export { sqliteStore, SCHEMA_VERSION } from './sqlite-store.js'
 export type { SqliteStoreOptions } from './sqlite-store.js'
 export type {
-  Store, DeviceRecord, CommandRecord, NewCommandRecord, CommandPatch, CommandFilter, CommandQuery, ExpiryRef
+  Store, DeviceRecord, CommandRecord, NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage,
+  ExpiringPage, Cursor
 } from './store.js'
 
 export { systemClock } from './clock.js'

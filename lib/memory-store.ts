@@ -1,16 +1,22 @@
+import sortedBtree from 'sorted-btree'
 import { BrokerError } from './errors.js'
 import {
-  matches,
-  type CommandFilter, type CommandPatch, type CommandQuery, type CommandRecord, type DeviceRecord, type ExpiryRef,
-  type NewCommandRecord, type Store
+  compareCursors,
+  type CommandPage, type CommandPatch, type CommandRecord, type CommandScan, type CountPage, type Cursor, type DeviceRecord,
+  type ExpiringPage, type NewCommandRecord, type SortQuery, type Store
 } from './store.js'
+
+// sorted-btree is CommonJS: Node hands an ES module its whole `module.exports`, whose `default`
+// is the class.
+const BTree = sortedBtree.default
+type Tree<K, V> = InstanceType<typeof BTree<K, V>>
 
 /**
  * Creates an in-memory {@link Store}: the reference implementation of the
  * store contract, and the store for unit tests. Nothing survives `close()`,
  * which the broker's `close()` calls: to test a restart, use `sqliteStore` on
- * a file. Lists and history scan the device's (or every) command: fine for
- * tests and small hubs; use `sqliteStore` for large histories.
+ * a file. Commands are indexed in B-trees by id, by time and by device and
+ * time (sorted-btree), so every scan step costs what it looks at, as in SQLite.
  */
 export function memoryStore (): Store {
   return new MemoryStore()
@@ -18,14 +24,13 @@ export function memoryStore (): Store {
 
 class MemoryStore implements Store {
   readonly #devices = new Map<string, DeviceRecord>()
-  // Map iteration is insertion order, and ids only grow, so this is id order.
-  readonly #commands = new Map<number, CommandRecord>()
-  readonly #byDevice = new Map<string, Set<number>>()
+  readonly #byId: Tree<number, CommandRecord> = new BTree(undefined, (a, b) => a - b)
+  // Records are their own keys here: their timestamp and id never change.
+  readonly #byTime: Tree<Cursor, CommandRecord> = new BTree(undefined, compareCursors)
+  readonly #byDevice = new Map<string, Tree<Cursor, CommandRecord>>()
   #lastId = 0
   // The undo log of the outermost open transaction, or undefined outside one.
   #undo: Undo[] | undefined
-  // Recovery pages continue from where the previous one stopped, keeping paging O(n) overall.
-  #page: { afterId: number, rest: Iterator<CommandRecord> } | undefined
   #closed = false
 
   transaction<T>(fn: () => T): T {
@@ -59,53 +64,52 @@ class MemoryStore implements Store {
     this.#open()
     const previous = this.#devices.get(device.id)
     this.#devices.set(device.id, { ...device })
-    this.#undo?.push({ op: 'device', id: device.id, device: previous, commands: [] })
+    this.#undo?.push({ op: 'device', id: device.id, device: previous })
   }
 
-  deleteDevice (id: string): ExpiryRef[] {
+  deleteDevice (id: string): boolean {
     this.#open()
     const device = this.#devices.get(id)
-    const ids = this.#byDevice.get(id)
-    const removed: ExpiryRef[] = []
-    const records: CommandRecord[] = []
-    if (ids !== undefined) {
-      for (const commandId of ids) {
-        const record = this.#commands.get(commandId) as CommandRecord
-        records.push(record)
-        this.#commands.delete(commandId)
-        if (record.expiresAt !== null) removed.push({ id: commandId, expiresAt: record.expiresAt })
-      }
-      this.#byDevice.delete(id)
-    }
+    if (device === undefined) return false
     this.#devices.delete(id)
-    this.#undo?.push({ op: 'device', id, device, commands: records })
-    return removed
+    this.#undo?.push({ op: 'device', id, device })
+    return true
+  }
+
+  deleteCommands (deviceId: string, limit: number): number {
+    this.#open()
+    const tree = this.#byDevice.get(deviceId)
+    const removed: CommandRecord[] = []
+    if (tree !== undefined) {
+      for (const [, record] of tree.entries()) {
+        if (removed.length >= limit) break
+        removed.push(record)
+      }
+      for (const record of removed) this.#remove(record)
+    }
+    if (removed.length > 0) this.#undo?.push({ op: 'restore', commands: removed })
+    return removed.length
   }
 
   insertCommand (command: NewCommandRecord): number {
     this.#open()
     const id = ++this.#lastId
-    this.#commands.set(id, { ...command, id })
-    let ids = this.#byDevice.get(command.deviceId)
-    if (ids === undefined) {
-      ids = new Set()
-      this.#byDevice.set(command.deviceId, ids)
-    }
-    ids.add(id)
+    const record = { ...command, id }
+    this.#add(record)
     // The id stays consumed on rollback: ids are never reused, gaps are allowed.
-    this.#undo?.push({ op: 'insert', id })
+    this.#undo?.push({ op: 'insert', record })
     return id
   }
 
   getCommand (id: number, now: number): CommandRecord | undefined {
     this.#open()
-    const record = this.#commands.get(id)
+    const record = this.#byId.get(id)
     return record === undefined || expired(record, now) ? undefined : { ...record }
   }
 
   updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
     this.#open()
-    const record = this.#commands.get(id)
+    const record = this.#byId.get(id)
     if (record === undefined || record.deviceId !== deviceId || expired(record, now)) return undefined
     const before = { ...record }
     if (patch.status !== undefined) record.status = patch.status
@@ -121,87 +125,79 @@ class MemoryStore implements Store {
     this.#open()
     const removed: CommandRecord[] = []
     for (const id of ids) {
-      const record = this.#commands.get(id)
+      const record = this.#byId.get(id)
       if (record === undefined || record.expiresAt === null || record.expiresAt > now) continue
-      this.#remove(id)
+      this.#remove(record)
       removed.push(record)
     }
     if (removed.length > 0) this.#undo?.push({ op: 'restore', commands: removed })
     return removed.map((record) => ({ ...record }))
   }
 
-  listCommands (query: CommandQuery, now: number): CommandRecord[] {
+  scanCommands (scan: CommandScan, now: number): CommandPage {
     this.#open()
-    const ids = this.#byDevice.get(query.deviceId)
-    if (ids === undefined) return []
+    const tree = scan.deviceId === undefined ? this.#byTime : this.#byDevice.get(scan.deviceId)
     const rows: CommandRecord[] = []
-    for (const id of ids) {
-      const record = this.#commands.get(id) as CommandRecord
-      if (expired(record, now)) continue
-      if (query.start !== undefined && !(record.timestamp > query.start)) continue
-      if (query.end !== undefined && !(record.timestamp < query.end)) continue
-      if (query.command !== undefined && record.command !== query.command) continue
-      if (query.status !== undefined && record.status !== query.status) continue
-      rows.push(record)
+    if (tree === undefined) return { rows, next: undefined }
+    const ascending = scan.order === 'ASC'
+    const { after, before } = scan
+    let examined = 0
+    for (const record of walk(tree, ascending, scan.cursor ?? edge(ascending, after, before))) {
+      if (ascending ? before !== undefined && record.timestamp >= before : after !== undefined && record.timestamp <= after) break
+      examined++
+      if (this.#scanned(scan, record, now)) {
+        rows.push({ ...record })
+        if (rows.length >= scan.take) return { rows, next: cursorOf(record) }
+      }
+      if (examined >= scan.examine) return { rows, next: cursorOf(record) }
+    }
+    return { rows, next: undefined }
+  }
+
+  sortCommands (query: SortQuery, now: number, maxWindow: number): CommandRecord[] | undefined {
+    this.#open()
+    const tree = this.#byDevice.get(query.deviceId)
+    if (tree === undefined) return []
+    const window: CommandRecord[] = []
+    for (const record of walk(tree, true, edge(true, query.start, query.end))) {
+      if (query.end !== undefined && record.timestamp >= query.end) break
+      if (window.length >= maxWindow) return undefined
+      window.push(record)
     }
     const field = query.sortField
     const sign = query.sortOrder === 'ASC' ? 1 : -1
+    const rows = window.filter((record) => !expired(record, now) && this.#devices.has(record.deviceId) && named(query, record) &&
+      (query.status === undefined || record.status === query.status))
     rows.sort((a, b) => sign * (compare(a[field], b[field]) || compare(a.timestamp, b.timestamp) || a.id - b.id))
     return rows.slice(query.skip, query.skip + query.take).map((record) => ({ ...record }))
   }
 
-  commandsAfter (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean): CommandRecord[] {
+  countPending (deviceId: string, now: number, cursor: Cursor | undefined, examine: number): CountPage {
     this.#open()
-    const candidates: CommandRecord[] = []
-    const scope = filter.deviceId === undefined ? this.#commands.keys() : (this.#byDevice.get(filter.deviceId) ?? [])
-    for (const id of scope) {
-      const record = this.#commands.get(id) as CommandRecord
-      if (record.timestamp > after && !expired(record, now) && matches(filter, record)) candidates.push(record)
-    }
-    candidates.sort((a, b) => a.timestamp - b.timestamp || a.id - b.id)
-    const rows: CommandRecord[] = []
-    for (const record of candidates) {
-      if (rows.length >= limit) break
-      const copy = { ...record }
-      if (accept(copy)) rows.push(copy)
-    }
-    return rows
-  }
-
-  countPending (deviceId: string, now: number): number {
-    this.#open()
+    const tree = this.#byDevice.get(deviceId)
     let count = 0
-    for (const id of this.#byDevice.get(deviceId) ?? []) {
-      const record = this.#commands.get(id) as CommandRecord
-      if (!record.updated && !expired(record, now)) count++
-    }
-    return count
-  }
-
-  expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
-    this.#open()
-    if (limit <= 0) return []
-    let rest: Iterator<CommandRecord>
-    if (this.#page !== undefined && this.#page.afterId === afterId) {
-      rest = this.#page.rest
-    } else {
-      rest = this.#commands.values()
-    }
-    this.#page = undefined
-    const page: Array<[number, number]> = []
-    let last = afterId
-    for (let next = rest.next(); !next.done; next = rest.next()) {
-      const record = next.value
-      if (record.id <= afterId) continue
-      if (record.id > maxId) return page
-      last = record.id
-      if (record.expiresAt !== null) page.push([record.id, record.expiresAt])
-      if (page.length >= limit) {
-        this.#page = { afterId: last, rest }
-        return page
+    let examined = 0
+    if (tree !== undefined) {
+      for (const record of walk(tree, true, cursor ?? edge(true, undefined, undefined))) {
+        examined++
+        if (!record.updated && !expired(record, now)) count++
+        if (examined >= examine) return { count, next: cursorOf(record) }
       }
     }
-    return page
+    return { count, next: undefined }
+  }
+
+  expiringCommands (afterId: number, maxId: number, examine: number): ExpiringPage {
+    this.#open()
+    const entries: Array<[number, number]> = []
+    let examined = 0
+    for (const [id, record] of this.#byId.entries(afterId + 1)) {
+      if (id > maxId) break
+      examined++
+      if (record.expiresAt !== null) entries.push([id, record.expiresAt])
+      if (examined >= examine) return { entries, next: id }
+    }
+    return { entries, next: undefined }
   }
 
   lastCommandId (): number {
@@ -211,7 +207,37 @@ class MemoryStore implements Store {
 
   close (): void {
     this.#closed = true
-    this.#page = undefined
+  }
+
+  // Whether a scan returns this command: its filters, its time, and a device that exists.
+  #scanned (scan: CommandScan, record: CommandRecord, now: number): boolean {
+    if (expired(record, now) || !named(scan, record)) return false
+    if (scan.status !== undefined && record.status !== scan.status) return false
+    if (scan.updatedAfter !== undefined && !(record.updated && record.lastUpdated > scan.updatedAfter)) return false
+    const device = this.#devices.get(record.deviceId)
+    if (device === undefined) return false
+    if (scan.networkIds !== undefined && (device.networkId === null || !scan.networkIds.includes(device.networkId))) return false
+    if (scan.deviceTypeIds !== undefined && (device.deviceTypeId === null || !scan.deviceTypeIds.includes(device.deviceTypeId))) return false
+    return true
+  }
+
+  #add (record: CommandRecord): void {
+    this.#byId.set(record.id, record)
+    this.#byTime.set(record, record)
+    let tree = this.#byDevice.get(record.deviceId)
+    if (tree === undefined) {
+      tree = new BTree(undefined, compareCursors)
+      this.#byDevice.set(record.deviceId, tree)
+    }
+    tree.set(record, record)
+  }
+
+  #remove (record: CommandRecord): void {
+    this.#byId.delete(record.id)
+    this.#byTime.delete(record)
+    const tree = this.#byDevice.get(record.deviceId) as Tree<Cursor, CommandRecord>
+    tree.delete(record)
+    if (tree.size === 0) this.#byDevice.delete(record.deviceId)
   }
 
   #revert (undo: Undo): void {
@@ -219,43 +245,16 @@ class MemoryStore implements Store {
       case 'device':
         if (undo.device === undefined) this.#devices.delete(undo.id)
         else this.#devices.set(undo.id, undo.device)
-        if (undo.commands.length > 0) this.#restore(undo.commands)
         break
       case 'insert':
-        this.#remove(undo.id)
+        this.#remove(undo.record)
         break
       case 'update':
         Object.assign(undo.record, undo.before)
         break
       case 'restore':
-        this.#restore(undo.commands)
+        for (const record of undo.commands) this.#add(record)
     }
-  }
-
-  #remove (id: number): void {
-    const record = this.#commands.get(id) as CommandRecord
-    this.#commands.delete(id)
-    const ids = this.#byDevice.get(record.deviceId) as Set<number>
-    ids.delete(id)
-    if (ids.size === 0) this.#byDevice.delete(record.deviceId)
-  }
-
-  // Puts removed commands back. Their ids are lower than ids assigned since, so re-adding them
-  // would break the Map's id order: rebuild it instead. Runs on rollback only.
-  #restore (records: CommandRecord[]): void {
-    const all = [...this.#commands.values(), ...records].sort((a, b) => a.id - b.id)
-    this.#commands.clear()
-    this.#byDevice.clear()
-    for (const record of all) {
-      this.#commands.set(record.id, record)
-      let ids = this.#byDevice.get(record.deviceId)
-      if (ids === undefined) {
-        ids = new Set()
-        this.#byDevice.set(record.deviceId, ids)
-      }
-      ids.add(record.id)
-    }
-    this.#page = undefined
   }
 
   #open (): void {
@@ -265,10 +264,36 @@ class MemoryStore implements Store {
 
 // One entry of a transaction's undo log, replayed backwards on rollback.
 type Undo =
-  | { op: 'device', id: string, device: DeviceRecord | undefined, commands: CommandRecord[] }
-  | { op: 'insert', id: number }
+  | { op: 'device', id: string, device: DeviceRecord | undefined }
+  | { op: 'insert', record: CommandRecord }
   | { op: 'update', record: CommandRecord, before: CommandRecord }
   | { op: 'restore', commands: CommandRecord[] }
+
+// The commands of `tree` strictly past `from`, in order.
+function * walk (tree: Tree<Cursor, CommandRecord>, ascending: boolean, from: Cursor): Generator<CommandRecord> {
+  const entries = ascending ? tree.entries(from) : tree.entriesReversed(from, undefined, true)
+  for (const [key, record] of entries) {
+    // entries() starts at `from` itself if it is a key: strictly past means skipping it.
+    if (ascending && compareCursors(key, from) === 0) continue
+    yield record
+  }
+}
+
+// Where a scan without a cursor starts: just outside its time window.
+function edge (ascending: boolean, after: number | undefined, before: number | undefined): Cursor {
+  return ascending
+    ? { timestamp: after ?? -Infinity, id: Infinity }
+    : { timestamp: before ?? Infinity, id: -Infinity }
+}
+
+function cursorOf (record: CommandRecord): Cursor {
+  return { timestamp: record.timestamp, id: record.id }
+}
+
+function named (filter: { names?: readonly string[] | undefined, command?: string | undefined }, record: CommandRecord): boolean {
+  if (filter.command !== undefined && record.command !== filter.command) return false
+  return filter.names === undefined || filter.names.includes(record.command)
+}
 
 function expired (record: CommandRecord, now: number): boolean {
   return record.expiresAt !== null && record.expiresAt <= now

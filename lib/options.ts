@@ -1,4 +1,4 @@
-import { resolveKey } from './auth.js'
+import { checkKeyStrength, resolveKey } from './auth.js'
 import { systemClock, type Clock } from './clock.js'
 
 /**
@@ -15,6 +15,12 @@ export interface BrokerOptions {
   secret?: string
   /** The raw HS256 key, instead of `secret`. */
   key?: Uint8Array
+  /**
+   * Accept a key shorter than 32 bytes. Default false: a short HMAC key can be brute-forced
+   * from one token (a 3-byte key took 2 s), and then any token forged. Set it only to accept
+   * tokens from a DeviceHive whose `JWT_SECRET` is short, such as its demo `devicehive`.
+   */
+  allowWeakKey?: boolean
   /** Source of time for expiry and token checks. Default: the system clock. Tests pass `manualClock()`. */
   clock?: Clock
   /** Expiry resolution in ms: a command expires at most one tick after its time. Default 100. */
@@ -41,6 +47,21 @@ export interface BrokerOptions {
   /** Largest message `handle()` accepts as a string, in UTF-8 bytes. Default 1048576 (1 MiB). */
   maxFrameBytes?: number
   /**
+   * Largest `command/list` reply, in UTF-8 bytes: a list that would be larger answers 400
+   * and names `take`. Default 2097152 (2 MiB).
+   */
+  maxReplyBytes?: number
+  /** Largest `take` of `command/list`. Default 1000. */
+  maxTake?: number
+  /** Most commands a subscription's history replays (also what `limit: 0` means). Default 1000. */
+  maxHistory?: number
+  /**
+   * Most commands `command/list` sorts by `command` or `status`: the device's commands in the
+   * `start`..`end` window. A larger window answers 400 (narrow it with `start` and `end`);
+   * sorting by `timestamp` has no such bound. Default 10000.
+   */
+  maxSortWindow?: number
+  /**
    * Most commands a device may have pending (stored, not yet updated, not expired).
    * An insert beyond it is refused with 400 and nothing is stored. Default 10000.
    */
@@ -62,6 +83,10 @@ export interface BrokerOptions {
    * shorter turns, at the cost of how many expiries per second the store can keep up with.
    */
   expiryBatch?: number
+  /** Lifetime of the access tokens `token/refresh` and `token/create` issue, in seconds. Default 1800 (30 minutes, DeviceHive's). */
+  accessTokenLifetime?: number
+  /** Lifetime of the refresh tokens `token/create` issues, in seconds. Default 15552000 (180 days). */
+  refreshTokenLifetime?: number
 }
 
 /** The defaults of every `createBroker` option but the key. */
@@ -72,17 +97,24 @@ export const DEFAULTS = Object.freeze({
   maxJsonDepth: 64,
   maxFilterItems: 100,
   maxFrameBytes: 1_048_576,
+  maxReplyBytes: 2_097_152,
+  maxTake: 1000,
+  maxHistory: 1000,
+  maxSortWindow: 10_000,
   maxPendingPerDevice: 10_000,
   maxSubscriptionsPerSession: 100,
   tokenCacheSize: 1000,
   writeBatch: 1000,
-  expiryBatch: 1000
+  expiryBatch: 1000,
+  accessTokenLifetime: 1800,
+  refreshTokenLifetime: 15_552_000
 })
 
 /** Options after defaults and checks. */
 export interface ResolvedOptions extends Readonly<typeof DEFAULTS> {
   readonly key: Buffer
   readonly clock: Clock
+  readonly allowWeakKey: boolean
 }
 
 const LIMITS: Readonly<Record<keyof typeof DEFAULTS, readonly [min: number, max: number]>> = {
@@ -92,12 +124,21 @@ const LIMITS: Readonly<Record<keyof typeof DEFAULTS, readonly [min: number, max:
   maxJsonDepth: [1, 1000],
   maxFilterItems: [1, 100_000],
   maxFrameBytes: [2, 2 ** 30],
+  maxReplyBytes: [1024, 2 ** 30],
+  maxTake: [1, 1_000_000],
+  maxHistory: [1, 1_000_000],
+  maxSortWindow: [1, 10_000_000],
   maxPendingPerDevice: [1, 2 ** 31 - 1],
   maxSubscriptionsPerSession: [1, 2 ** 31 - 1],
   tokenCacheSize: [0, 2 ** 24],
   writeBatch: [1, 1_000_000],
-  expiryBatch: [1, 1_000_000]
+  expiryBatch: [1, 1_000_000],
+  accessTokenLifetime: [1, 2 ** 31 - 1],
+  refreshTokenLifetime: [1, 2 ** 31 - 1]
 }
+
+// The options that are not numbers with defaults.
+const OTHER_OPTIONS: readonly string[] = ['secret', 'key', 'allowWeakKey', 'clock']
 
 /** Applies defaults and checks every option; throws `TypeError`/`RangeError` naming the option. */
 export function resolveOptions (options: BrokerOptions | undefined): ResolvedOptions {
@@ -105,11 +146,16 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
     throw new TypeError(`createBroker: options must be an object with secret or key, received ${describe(options)}`)
   }
   for (const name of Object.keys(options)) {
-    if (name !== 'secret' && name !== 'key' && name !== 'clock' && !Object.hasOwn(DEFAULTS, name)) {
-      throw new TypeError(`createBroker: unknown option ${name}; expected one of secret, key, clock, ${Object.keys(DEFAULTS).join(', ')}`)
+    if (!OTHER_OPTIONS.includes(name) && !Object.hasOwn(DEFAULTS, name)) {
+      throw new TypeError(`createBroker: unknown option ${name}; expected one of ${OTHER_OPTIONS.join(', ')}, ${Object.keys(DEFAULTS).join(', ')}`)
     }
   }
+  const allowWeakKey = options.allowWeakKey ?? false
+  if (typeof allowWeakKey !== 'boolean') {
+    throw new TypeError(`createBroker: options.allowWeakKey must be a boolean, received ${describe(allowWeakKey)}`)
+  }
   const key = resolveKey(options, 'createBroker')
+  checkKeyStrength(key, allowWeakKey, 'createBroker')
   // Only undefined means "use the default": null is a value, and a wrong one.
   const clock = options.clock === undefined ? systemClock : options.clock
   if (clock === null || typeof clock !== 'object') {
@@ -120,7 +166,13 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
       throw new TypeError(`createBroker: options.clock must have now(), setTimeout() and clearTimeout(); ${method} is ${describe((clock as Partial<Clock>)[method])}`)
     }
   }
-  const resolved: Record<string, unknown> = { key, clock }
+  for (const method of ['date'] as const) {
+    const value = (clock as Partial<Clock>)[method]
+    if (value !== undefined && typeof value !== 'function') {
+      throw new TypeError(`createBroker: options.clock.${method} must be a function when given, received ${describe(value)}`)
+    }
+  }
+  const resolved: Record<string, unknown> = { key, clock, allowWeakKey }
   for (const name of Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>) {
     const value = options[name] === undefined ? DEFAULTS[name] : options[name]
     const [min, max] = LIMITS[name]

@@ -21,17 +21,28 @@ export const timestamp = z.unknown().transform((value, ctx) => {
   return ms
 })
 
+// JSON types as DeviceHive's Gson reads them (spec §1): a number where a string is expected is
+// its decimal text, a numeric string where a number is expected is that number, and "true" or
+// "false" where a boolean is expected is that boolean. Anything else of the wrong type fails.
+const NUMERIC = /^-?\d{1,16}$/
+/** A string, or a finite number read as its decimal text. */
+export const text = z.preprocess((value) => typeof value === 'number' && Number.isFinite(value) ? String(value) : value, z.string())
+/** An integer, or a numeric string read as one. */
+export const int = z.preprocess((value) => typeof value === 'string' && NUMERIC.test(value) ? Number(value) : value, z.int())
+/** A boolean, or the string "true" or "false". */
+export const bool = z.preprocess((value) => value === 'true' ? true : value === 'false' ? false : value, z.boolean())
+
 const requestId = z.unknown().optional()
-const id = z.int()
-const ids = z.array(z.int()).nullish()
+const id = int
+const ids = z.array(int).nullish()
 
 /** The `command` object of `command/insert`. */
 export const insertBody = z.object({
-  command: z.string().min(1).max(128),
+  command: text.pipe(z.string().min(1).max(128)),
   timestamp: timestamp.nullish(),
   parameters: json,
-  lifetime: z.int().min(1).nullish(),
-  status: z.string().nullish(),
+  lifetime: z.preprocess((value) => typeof value === 'string' && NUMERIC.test(value) ? Number(value) : value, z.int().min(1)).nullish(),
+  status: text.nullish(),
   result: json
 })
 
@@ -39,14 +50,14 @@ export const insertBody = z.object({
 export const commandInsertSchema = z.object({
   action: z.literal('command/insert'),
   requestId,
-  deviceId: z.string(),
+  deviceId: text,
   command: insertBody
 })
 export type CommandInsertMessage = z.input<typeof commandInsertSchema>
 
 /** The `command` object of `command/update`: only these two keys count. */
 export const updateBody = z.object({
-  status: z.string().nullish(),
+  status: text.nullish(),
   result: json
 })
 
@@ -54,7 +65,7 @@ export const updateBody = z.object({
 export const commandUpdateSchema = z.object({
   action: z.literal('command/update'),
   requestId,
-  deviceId: z.string(),
+  deviceId: text,
   commandId: id,
   command: updateBody
 })
@@ -64,7 +75,7 @@ export type CommandUpdateMessage = z.input<typeof commandUpdateSchema>
 export const commandGetSchema = z.object({
   action: z.literal('command/get'),
   requestId,
-  deviceId: z.string(),
+  deviceId: text,
   commandId: id
 })
 export type CommandGetMessage = z.input<typeof commandGetSchema>
@@ -73,12 +84,13 @@ export type CommandGetMessage = z.input<typeof commandGetSchema>
 export const listFilters = z.object({
   start: timestamp.nullish(),
   end: timestamp.nullish(),
-  command: z.string().nullish(),
-  status: z.string().nullish(),
-  sortField: z.string().nullish(),
-  sortOrder: z.string().nullish(),
-  take: z.int().nullish(),
-  skip: z.int().nullish()
+  command: text.nullish(),
+  names: z.array(text).nullish(),
+  status: text.nullish(),
+  sortField: text.nullish(),
+  sortOrder: text.nullish(),
+  take: int.nullish(),
+  skip: int.nullish()
 })
 
 /** `command/list` (spec §9). */
@@ -93,17 +105,17 @@ export type CommandListMessage = z.input<typeof commandListSchema>
 export const subscribeFilters = z.object({
   networkIds: ids,
   deviceTypeIds: ids,
-  names: z.array(z.string()).nullish(),
+  names: z.array(text).nullish(),
   timestamp: timestamp.nullish(),
-  returnUpdatedCommands: z.boolean().nullish(),
-  limit: z.int().nullish()
+  returnUpdatedCommands: bool.nullish(),
+  limit: int.nullish()
 })
 
 /** `command/subscribe` (spec §10). */
 export const commandSubscribeSchema = subscribeFilters.extend({
   action: z.literal('command/subscribe'),
   requestId,
-  deviceId: z.string().nullish()
+  deviceId: text.nullish()
 })
 export type CommandSubscribeMessage = z.input<typeof commandSubscribeSchema>
 
@@ -119,7 +131,7 @@ export type CommandUnsubscribeMessage = z.input<typeof commandUnsubscribeSchema>
 export const subscriptionListSchema = z.object({
   action: z.literal('subscription/list'),
   requestId,
-  type: z.string().nullish()
+  type: text.nullish()
 })
 export type SubscriptionListMessage = z.input<typeof subscriptionListSchema>
 
@@ -127,24 +139,24 @@ export type SubscriptionListMessage = z.input<typeof subscriptionListSchema>
 export const authenticateSchema = z.object({
   action: z.literal('authenticate'),
   requestId,
-  token: z.string().nullish()
+  token: text.nullish()
 })
 export type AuthenticateMessage = z.input<typeof authenticateSchema>
 
 /** The `device` object of `device/save` (spec §12). */
 export const deviceBody = z.object({
-  name: z.string().min(1).max(128),
+  name: text.pipe(z.string().min(1).max(128)).nullish(),
   data: json,
-  networkId: z.int().nullish(),
-  deviceTypeId: z.int().nullish(),
-  isBlocked: z.boolean().nullish()
+  networkId: int.nullish(),
+  deviceTypeId: int.nullish(),
+  isBlocked: bool.nullish()
 })
 
 /** `device/save` (spec §12). */
 export const deviceSaveSchema = z.object({
   action: z.literal('device/save'),
   requestId,
-  deviceId: z.string(),
+  deviceId: text,
   device: deviceBody
 })
 export type DeviceSaveMessage = z.input<typeof deviceSaveSchema>

@@ -10,35 +10,103 @@ export type PushFunction = (message: Push) => unknown
 
 /** What a session needs from its broker. Internal. */
 export interface SessionHost {
-  open: (state: SessionState) => void
-  dispatch: (state: SessionState, message: unknown, token: unknown) => Promise<Reply>
-  closeSession: (state: SessionState) => void
-}
-
-/** A session's state, owned and changed by the broker. Internal. */
-export interface SessionState {
-  /** The token set by `authenticate`, used when a message comes without one. */
-  token: unknown
-  /** Subscription id to its remover. */
-  readonly subscriptions: Map<number, SessionSubscription>
-  readonly push: PushFunction
-  closed: boolean
-  /**
-   * Releases of the pushes held by subscriptions made in the message being handled: run once
-   * its reply has reached the caller.
-   */
-  readonly unreleased: Array<() => void>
+  /** Serves one request; `afterReply` collects what must run once its reply is out. */
+  dispatch: (state: SessionState, message: unknown, token: unknown, afterReply: Array<() => void>) => Promise<Reply>
+  /** Reports a push that threw or rejected. */
+  pushFailed: (error: unknown) => void
+  /** Forgets a closed session. */
+  closed: (state: SessionState) => void
 }
 
 /** A subscription as its session keeps it. Internal. */
 export interface SessionSubscription {
   readonly id: number
-  readonly deviceId: string | null
-  readonly networkIds: readonly number[] | null
-  readonly deviceTypeIds: readonly number[] | null
-  readonly names: readonly string[] | null
-  readonly timestamp: string | null
-  readonly remove: () => void
+  /** What `subscription/list` shows, as the client asked for it. */
+  readonly listing: SubscriptionListing
+  /** Ends it: no push from now on, and whatever is under way stops. Idempotent. */
+  readonly end: () => void
+}
+
+/** One entry of `subscription/list` (spec §10), keys in wire order. */
+export interface SubscriptionListing {
+  subscriptionId: number
+  type: 'command'
+  deviceId: string | null
+  networkIds: readonly number[] | null
+  deviceTypeIds: readonly number[] | null
+  names: readonly string[] | null
+  timestamp: string | null
+}
+
+/**
+ * A session's state, changed by the broker's actions. Internal. It keeps the session's
+ * promises: its replies go out in the order its requests came, a request that reads waits
+ * for the session's own earlier writes, and a new subscription's pushes wait for its reply.
+ */
+export class SessionState {
+  /** The token set by `authenticate`, used when a message comes without one. */
+  token: unknown
+  closed = false
+  readonly subscriptions = new Map<number, SessionSubscription>()
+  /**
+   * The session's last write still waiting for its commit (`done` unsettled), if any: a
+   * request that is not a write waits for it, so it sees that write.
+   */
+  pendingWrite: Promise<void> | undefined
+  readonly #push: PushFunction
+  readonly #host: SessionHost
+  // The reply of the last request, while it is not out yet: the next reply waits for it.
+  #lastReply: Promise<unknown> | undefined
+  #inFlight = 0
+
+  constructor (host: SessionHost, push: PushFunction) {
+    this.#host = host
+    this.#push = push
+  }
+
+  /** Sends a push, unless the session is closed; a push that throws or rejects is reported. */
+  push (push: Push): void {
+    if (this.closed) return
+    try {
+      const sent = this.#push(push)
+      if (sent instanceof Promise) sent.catch(this.#host.pushFailed)
+    } catch (err) {
+      this.#host.pushFailed(err)
+    }
+  }
+
+  /** Ends every subscription of the session. */
+  endSubscriptions (): void {
+    for (const subscription of this.subscriptions.values()) subscription.end()
+    this.subscriptions.clear()
+  }
+
+  /** Closes the session: its subscriptions end, its later requests are refused. Idempotent. */
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    this.endSubscriptions()
+    this.#host.closed(this)
+  }
+
+  /** Handles one request in the session's order (see {@link Session.handle}). */
+  handle (message: unknown, token: unknown): Promise<Reply> {
+    const afterReply: Array<() => void> = []
+    const own = this.#host.dispatch(this, message, token, afterReply)
+    // Replies leave in request order: a reply that is ready early waits for the one before.
+    const previous = this.#lastReply
+    const reply = previous === undefined ? own : previous.then(async () => await own)
+    this.#inFlight++
+    this.#lastReply = reply
+    void reply.then(() => {
+      if (--this.#inFlight === 0) this.#lastReply = undefined
+      // This reaction and the caller's continuation are queued together when `reply` settles,
+      // this one first; the microtask it queues runs after the caller's, which has sent the
+      // reply. So what waits for the reply (a new subscription's pushes) comes after it.
+      if (afterReply.length > 0) queueMicrotask(() => { for (const release of afterReply) release() })
+    })
+    return reply
+  }
 }
 
 /**
@@ -47,20 +115,19 @@ export interface SessionSubscription {
  * subscription actions, and delivers pushes through the `push` function given
  * to `broker.session(push)`.
  *
+ * Replies come in the order requests were made, and a request sees the
+ * session's own earlier writes (an `update` then a `get` reads the update).
  * Pushes of a subscription start only after its subscribe reply has been
  * delivered to whoever awaited `handle()`; send each reply as soon as the
  * promise resolves, before awaiting anything else, and the order on the wire
  * is reply first.
  */
 export class Session {
-  readonly #host: SessionHost
   readonly #state: SessionState
 
   /** @internal Use `broker.session(push)`. */
-  constructor (host: SessionHost, push: PushFunction) {
-    this.#host = host
-    this.#state = { token: undefined, subscriptions: new Map(), push, closed: false, unreleased: [] }
-    host.open(this.#state)
+  constructor (state: SessionState) {
+    this.#state = state
   }
 
   /**
@@ -69,16 +136,7 @@ export class Session {
    * message instead of the session's own (set by `authenticate`).
    */
   handle (message: unknown, token?: unknown): Promise<Reply> {
-    const state = this.#state
-    const reply = this.#host.dispatch(state, message, token)
-    // A new subscription holds its pushes until the reply is out. The caller's continuation
-    // and this reaction are queued together when `reply` settles, this one first; the
-    // microtask it queues then runs after the caller's, which has sent the reply.
-    if (state.unreleased.length > 0) {
-      const releases = state.unreleased.splice(0)
-      void reply.then(() => { queueMicrotask(() => { for (const release of releases) release() }) })
-    }
-    return reply
+    return this.#state.handle(message, token)
   }
 
   /** Whether `close()` was called (or the broker closed). */
@@ -88,6 +146,6 @@ export class Session {
 
   /** Drops every subscription of the session; later pushes are dropped and requests refused. Idempotent. */
   close (): void {
-    this.#host.closeSession(this.#state)
+    this.#state.close()
   }
 }

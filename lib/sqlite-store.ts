@@ -3,10 +3,9 @@ import Database from 'better-sqlite3'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
 import { BrokerError } from './errors.js'
 import { describe } from './options.js'
-import {
-  matches,
-  type CommandFilter, type CommandPatch, type CommandQuery, type CommandRecord, type DeviceRecord, type ExpiryRef,
-  type NewCommandRecord, type Store
+import type {
+  CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
+  SortQuery, Store
 } from './store.js'
 
 /** Options of {@link sqliteStore}. */
@@ -152,13 +151,27 @@ function migrate (db: Database.Database): void {
   }).immediate()
 }
 
-const COMMAND_COLUMNS = `id, command, timestamp, last_updated AS lastUpdated, user_id AS userId, device_id AS deviceId,
-  network_id AS networkId, device_type_id AS deviceTypeId, parameters, lifetime, status, result,
-  expires_at AS expiresAt, updated`
+const COLUMNS = `id, command, timestamp, last_updated AS lastUpdated, user_id AS userId, device_id AS deviceId,
+  network_id AS networkId, device_type_id AS deviceTypeId, parameters, lifetime, status, result, expires_at AS expiresAt, updated`
+// The same, of the commands table named `c` (RETURNING takes no table name, so both exist).
+const COMMAND_COLUMNS = `c.id, c.command, c.timestamp, c.last_updated AS lastUpdated, c.user_id AS userId,
+  c.device_id AS deviceId, c.network_id AS networkId, c.device_type_id AS deviceTypeId, c.parameters, c.lifetime, c.status,
+  c.result, c.expires_at AS expiresAt, c.updated`
 const DEVICE_COLUMNS = 'id, name, data, network_id AS networkId, device_type_id AS deviceTypeId, is_blocked AS isBlocked'
-const NOT_EXPIRED = '(expires_at IS NULL OR expires_at > @now)'
-// Keyset paging for history: (timestamp, id) strictly after the last row seen.
-const HISTORY_PAGE = 256
+const NOT_EXPIRED = '(c.expires_at IS NULL OR c.expires_at > @now)'
+// Beyond every (timestamp, id) a command can have: an open end of a window.
+const FAR = Number.MAX_SAFE_INTEGER
+// Filters of a scan and a sort; a null parameter means "no such filter". Lists travel as JSON
+// arrays (json_each), so one prepared statement serves any length.
+const FILTERS = `
+  AND (@names IS NULL OR c.command IN (SELECT value FROM json_each(@names)))
+  AND (@command IS NULL OR c.command = @command)
+  AND (@status IS NULL OR c.status = @status)
+  AND ${NOT_EXPIRED}`
+const DEVICE_FILTERS = `
+  AND (@networks IS NULL OR d.network_id IN (SELECT value FROM json_each(@networks)))
+  AND (@deviceTypes IS NULL OR d.device_type_id IN (SELECT value FROM json_each(@deviceTypes)))
+  AND (@updatedAfter IS NULL OR (c.updated = 1 AND c.last_updated > @updatedAfter))`
 
 type Row = Omit<CommandRecord, 'updated'> & { updated: number }
 type DeviceRow = Omit<DeviceRecord, 'isBlocked'> & { isBlocked: number }
@@ -171,21 +184,23 @@ class SqliteStore implements Store {
   readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
   readonly #getDevice: Statement<DeviceRow>
   readonly #saveDevice: Statement
-  readonly #deviceExpiring: Statement<ExpiryRef>
-  readonly #deleteDeviceCommands: Statement
   readonly #deleteDevice: Statement
+  readonly #deleteCommands: Statement
   readonly #insert: Statement
   readonly #get: Statement<Row>
   readonly #getForUpdate: Statement<Row>
   readonly #update: Statement
   readonly #expire: Statement<Row>
-  readonly #countPending: Statement<number>
-  readonly #expiring: Statement<[number, number]>
+  readonly #expiring: Statement<[number, number | null]>
   readonly #keepLastId: Statement
-  readonly #historyAll: Statement<Row>
-  readonly #historyDevice: Statement<Row>
-  // One prepared statement per list shape (sort field, order, filters present): at most 48.
-  readonly #lists = new Map<string, Statement<Row>>()
+  // Scans: [all devices, one device] x [ascending, descending]. A bound finds where a step of
+  // `examine` index entries ends (an index-only read); rows then reads the matches up to it.
+  readonly #bounds: ScanStatements<[number, number]>
+  readonly #rows: ScanStatements<Row>
+  readonly #countPending: Statement<number>
+  readonly #window: Statement<number>
+  // command/list sorted by command or status: [field][order].
+  readonly #sorts: Record<SortQuery['sortField'], Record<SortQuery['sortOrder'], Statement<Row>>>
   // Devices by id, frozen: the broker reads one per request, and this file has no other
   // writer. Cleared whenever a transaction rolls back, since it may hold an undone write.
   readonly #devices = new Map<string, Readonly<DeviceRecord>>()
@@ -202,30 +217,42 @@ class SqliteStore implements Store {
       VALUES (@id, @name, @data, @networkId, @deviceTypeId, @isBlocked)
       ON CONFLICT (id) DO UPDATE SET name = excluded.name, data = excluded.data, network_id = excluded.network_id,
         device_type_id = excluded.device_type_id, is_blocked = excluded.is_blocked`)
-    this.#deviceExpiring = db.prepare(`SELECT id, expires_at AS expiresAt FROM commands
-      WHERE device_id = ? AND expires_at IS NOT NULL`)
-    this.#deleteDeviceCommands = db.prepare('DELETE FROM commands WHERE device_id = ?')
     this.#deleteDevice = db.prepare('DELETE FROM devices WHERE id = ?')
+    this.#deleteCommands = db.prepare(`DELETE FROM commands WHERE id IN
+      (SELECT id FROM commands INDEXED BY commands_device_time WHERE device_id = ? LIMIT ?)`)
     this.#insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
         device_type_id, parameters, lifetime, status, result, expires_at, updated)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-    this.#get = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE id = @id AND ${NOT_EXPIRED}`)
-    this.#getForUpdate = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
-      WHERE id = @id AND device_id = @deviceId AND ${NOT_EXPIRED}`)
+    this.#get = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands c WHERE c.id = @id AND ${NOT_EXPIRED}`)
+    this.#getForUpdate = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands c
+      WHERE c.id = @id AND c.device_id = @deviceId AND ${NOT_EXPIRED}`)
     this.#update = db.prepare(`UPDATE commands SET status = iif(@setStatus, @status, status),
       result = iif(@setResult, @result, result), last_updated = @lastUpdated, updated = 1 WHERE id = @id`)
-    this.#expire = db.prepare(`DELETE FROM commands WHERE id = ? AND expires_at <= ? RETURNING ${COMMAND_COLUMNS}`)
-    this.#countPending = db.prepare(`SELECT count(*) FROM commands
-      WHERE device_id = @deviceId AND updated = 0 AND ${NOT_EXPIRED}`).pluck() as Statement<number>
+    this.#expire = db.prepare(`DELETE FROM commands WHERE id = ? AND expires_at <= ? RETURNING ${COLUMNS}`)
     this.#expiring = db.prepare(`SELECT id, expires_at FROM commands
-      WHERE expires_at IS NOT NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?`).raw() as Statement<[number, number]>
+      WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`).raw() as Statement<[number, number | null]>
     // A deleted command may have held the highest id: remember it so that ids are never reused.
     this.#keepLastId = db.prepare("UPDATE meta SET value = max(value, ?) WHERE key = 'last_command_id'")
-    this.#historyAll = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
-      WHERE (timestamp, id) > (@timestamp, @id) AND ${NOT_EXPIRED} ORDER BY timestamp, id LIMIT @limit`)
-    this.#historyDevice = db.prepare(`SELECT ${COMMAND_COLUMNS} FROM commands
-      WHERE device_id = @deviceId AND (timestamp, id) > (@timestamp, @id) AND ${NOT_EXPIRED}
-      ORDER BY timestamp, id LIMIT @limit`)
+    this.#bounds = scanStatements(db, (from, device, order) => db.prepare(`SELECT c.timestamp, c.id FROM ${from}
+      WHERE ${device} ${order.past} AND ${order.inside}
+      ORDER BY c.timestamp ${order.name}, c.id ${order.name} LIMIT 1 OFFSET @offset`).raw() as Statement<[number, number]>)
+    this.#rows = scanStatements(db, (from, device, order) => db.prepare(`SELECT ${COMMAND_COLUMNS}
+      FROM ${from} CROSS JOIN devices d ON d.id = c.device_id
+      WHERE ${device} ${order.past} AND ${order.inside} AND ${order.bound} ${FILTERS} ${DEVICE_FILTERS}
+      ORDER BY c.timestamp ${order.name}, c.id ${order.name} LIMIT @take`))
+    this.#countPending = db.prepare(`SELECT count(*) FROM commands c INDEXED BY commands_device_time
+      WHERE c.device_id = @deviceId AND (c.timestamp, c.id) > (@timestamp, @id) AND (c.timestamp, c.id) <= (@boundTimestamp, @boundId)
+        AND c.updated = 0 AND ${NOT_EXPIRED}`).pluck() as Statement<number>
+    this.#window = db.prepare(`SELECT count(*) FROM (SELECT 1 FROM commands c INDEXED BY commands_device_time
+      WHERE c.device_id = @deviceId AND c.timestamp > @start AND c.timestamp < @end LIMIT @limit)`).pluck() as Statement<number>
+    const sort = (field: SortQuery['sortField'], order: SortQuery['sortOrder']): Statement<Row> => db.prepare(`SELECT ${COMMAND_COLUMNS}
+      FROM commands c INDEXED BY commands_device_time CROSS JOIN devices d ON d.id = c.device_id
+      WHERE c.device_id = @deviceId AND c.timestamp > @start AND c.timestamp < @end ${FILTERS}
+      ORDER BY c.${field} ${order}, c.timestamp ${order}, c.id ${order} LIMIT @take OFFSET @skip`)
+    this.#sorts = {
+      command: { ASC: sort('command', 'ASC'), DESC: sort('command', 'DESC') },
+      status: { ASC: sort('status', 'ASC'), DESC: sort('status', 'DESC') }
+    }
     const kept = db.prepare("SELECT value FROM meta WHERE key = 'last_command_id'").pluck().get() as number
     const highest = (db.prepare('SELECT max(id) FROM commands').pluck().get() as number | null) ?? 0
     this.#lastId = Math.max(kept, highest)
@@ -259,16 +286,20 @@ class SqliteStore implements Store {
     this.#devices.set(device.id, Object.freeze({ ...device }))
   }
 
-  deleteDevice (id: string): ExpiryRef[] {
+  deleteDevice (id: string): boolean {
     this.#open()
-    const removed = this.#run.immediate(() => {
-      const removed = this.#deviceExpiring.all(id)
-      if (this.#deleteDeviceCommands.run(id).changes > 0) this.#keepLastId.run(this.#lastId)
-      this.#deleteDevice.run(id)
-      return removed
-    }) as ExpiryRef[]
+    const existed = this.#deleteDevice.run(id).changes > 0
     this.#devices.delete(id)
-    return removed
+    return existed
+  }
+
+  deleteCommands (deviceId: string, limit: number): number {
+    this.#open()
+    return this.#run.immediate(() => {
+      const deleted = this.#deleteCommands.run(deviceId, limit).changes
+      if (deleted > 0) this.#keepLastId.run(this.#lastId)
+      return deleted
+    }) as number
   }
 
   insertCommand (command: NewCommandRecord): number {
@@ -318,19 +349,47 @@ class SqliteStore implements Store {
     }) as CommandRecord[]
   }
 
-  listCommands (query: CommandQuery, now: number): CommandRecord[] {
+  scanCommands (scan: CommandScan, now: number): CommandPage {
     this.#open()
-    const shape = `${query.sortField} ${query.sortOrder} ${query.start !== undefined ? 's' : ''}${query.end !== undefined ? 'e' : ''}${query.command !== undefined ? 'c' : ''}${query.status !== undefined ? 't' : ''}`
-    let statement = this.#lists.get(shape)
-    if (statement === undefined) {
-      statement = this.#db.prepare(listSql(query))
-      this.#lists.set(shape, statement)
+    const ascending = scan.order === 'ASC'
+    const shape = (scan.deviceId === undefined ? 0 : 2) + (ascending ? 0 : 1)
+    const from = scan.cursor ?? (ascending ? { timestamp: scan.after ?? -FAR, id: FAR } : { timestamp: scan.before ?? FAR, id: -FAR })
+    const window = {
+      deviceId: scan.deviceId ?? null,
+      timestamp: from.timestamp,
+      id: from.id,
+      after: scan.after ?? -FAR,
+      before: scan.before ?? FAR
     }
-    return statement.all({
-      deviceId: query.deviceId,
+    const bound = (this.#bounds[shape] as Statement<[number, number]>).get({ ...window, offset: scan.examine - 1 })
+    const rows = (this.#rows[shape] as Statement<Row>).all({
+      ...window,
+      boundTimestamp: bound === undefined ? (ascending ? FAR : -FAR) : bound[0],
+      boundId: bound === undefined ? (ascending ? FAR : -FAR) : bound[1],
       now,
-      start: query.start ?? null,
-      end: query.end ?? null,
+      names: list(scan.names),
+      command: scan.command ?? null,
+      status: scan.status ?? null,
+      networks: list(scan.networkIds),
+      deviceTypes: list(scan.deviceTypeIds),
+      updatedAfter: scan.updatedAfter ?? null,
+      take: scan.take
+    }).map(toRecord)
+    const last = rows[rows.length - 1]
+    let next: Cursor | undefined
+    if (rows.length >= scan.take && last !== undefined) next = { timestamp: last.timestamp, id: last.id }
+    else if (bound !== undefined) next = { timestamp: bound[0], id: bound[1] }
+    return { rows, next }
+  }
+
+  sortCommands (query: SortQuery, now: number, maxWindow: number): CommandRecord[] | undefined {
+    this.#open()
+    const window = { deviceId: query.deviceId, start: query.start ?? -FAR, end: query.end ?? FAR }
+    if (this.#window.get({ ...window, limit: maxWindow + 1 }) as number > maxWindow) return undefined
+    return this.#sorts[query.sortField][query.sortOrder].all({
+      ...window,
+      now,
+      names: list(query.names),
       command: query.command ?? null,
       status: query.status ?? null,
       take: query.take,
@@ -338,38 +397,27 @@ class SqliteStore implements Store {
     }).map(toRecord)
   }
 
-  commandsAfter (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean): CommandRecord[] {
+  countPending (deviceId: string, now: number, cursor: Cursor | undefined, examine: number): CountPage {
     this.#open()
-    const statement = filter.deviceId === undefined ? this.#historyAll : this.#historyDevice
-    const found: CommandRecord[] = []
-    // Start just after every row at `after`: no id is larger than this.
-    let timestamp = after
-    let id = Number.MAX_SAFE_INTEGER
-    while (found.length < limit) {
-      const rows = statement.all({ deviceId: filter.deviceId ?? null, timestamp, id, now, limit: HISTORY_PAGE })
-      for (const row of rows) {
-        const record = toRecord(row)
-        if (matches(filter, record) && accept(record)) {
-          found.push(record)
-          if (found.length >= limit) break
-        }
-      }
-      if (rows.length < HISTORY_PAGE) break
-      const last = rows[rows.length - 1] as Row
-      timestamp = last.timestamp
-      id = last.id
-    }
-    return found
+    const from = cursor ?? { timestamp: -FAR, id: FAR }
+    const window = { deviceId, timestamp: from.timestamp, id: from.id, after: -FAR, before: FAR }
+    const bound = (this.#bounds[2] as Statement<[number, number]>).get({ ...window, offset: examine - 1 })
+    const count = this.#countPending.get({
+      ...window,
+      boundTimestamp: bound?.[0] ?? FAR,
+      boundId: bound?.[1] ?? FAR,
+      now
+    }) as number
+    return { count, next: bound === undefined ? undefined : { timestamp: bound[0], id: bound[1] } }
   }
 
-  countPending (deviceId: string, now: number): number {
+  expiringCommands (afterId: number, maxId: number, examine: number): ExpiringPage {
     this.#open()
-    return this.#countPending.get({ deviceId, now }) as number
-  }
-
-  expiringCommands (afterId: number, maxId: number, limit: number): Array<[number, number]> {
-    this.#open()
-    return this.#expiring.all(afterId, maxId, limit)
+    const rows = this.#expiring.all(afterId, maxId, examine)
+    const entries: Array<[number, number]> = []
+    for (const [id, expiresAt] of rows) if (expiresAt !== null) entries.push([id, expiresAt])
+    const last = rows[rows.length - 1]
+    return { entries, next: rows.length >= examine && last !== undefined ? last[0] : undefined }
   }
 
   lastCommandId (): number {
@@ -382,7 +430,6 @@ class SqliteStore implements Store {
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#lists.clear()
     this.#devices.clear()
     if (this.#owned && this.#db.open) this.#db.close()
     await this.#checkpointer?.close()
@@ -393,18 +440,49 @@ class SqliteStore implements Store {
   }
 }
 
-function listSql (query: CommandQuery): string {
-  const where = ['device_id = @deviceId', NOT_EXPIRED]
-  if (query.start !== undefined) where.push('timestamp > @start')
-  if (query.end !== undefined) where.push('timestamp < @end')
-  if (query.command !== undefined) where.push('command = @command')
-  if (query.status !== undefined) where.push('status = @status')
-  const order = query.sortOrder === 'DESC' ? 'DESC' : 'ASC'
-  // Ties break on timestamp, then id, in the same direction: the memory store sorts the same way.
-  const sort = query.sortField === 'timestamp'
-    ? `timestamp ${order}, id ${order}`
-    : `${query.sortField === 'command' ? 'command' : 'status'} ${order}, timestamp ${order}, id ${order}`
-  return `SELECT ${COMMAND_COLUMNS} FROM commands WHERE ${where.join(' AND ')} ORDER BY ${sort} LIMIT @take OFFSET @skip`
+// The four shapes of a scan statement, indexed by (one device ? 2 : 0) + (descending ? 1 : 0).
+type ScanStatements<R> = readonly [Statement<R>, Statement<R>, Statement<R>, Statement<R>]
+
+interface ScanOrder {
+  readonly name: 'ASC' | 'DESC'
+  /** Strictly past the cursor. */
+  readonly past: string
+  /** Inside the time window. */
+  readonly inside: string
+  /** Not beyond the bound of this step. */
+  readonly bound: string
+}
+
+const ASCENDING: ScanOrder = {
+  name: 'ASC',
+  past: '(c.timestamp, c.id) > (@timestamp, @id)',
+  inside: 'c.timestamp < @before',
+  bound: '(c.timestamp, c.id) <= (@boundTimestamp, @boundId)'
+}
+const DESCENDING: ScanOrder = {
+  name: 'DESC',
+  past: '(c.timestamp, c.id) < (@timestamp, @id)',
+  inside: 'c.timestamp > @after',
+  bound: '(c.timestamp, c.id) >= (@boundTimestamp, @boundId)'
+}
+
+// Each index named: left to itself, the planner may read a device's index for a scan of all
+// devices and sort what it finds, which is no longer a bounded step.
+function scanStatements<R> (db: Database.Database, prepare: (from: string, device: string, order: ScanOrder) => Statement<R>): ScanStatements<R> {
+  void db
+  const all = 'commands c INDEXED BY commands_time'
+  const one = 'commands c INDEXED BY commands_device_time'
+  return [
+    prepare(all, 'true AND', ASCENDING),
+    prepare(all, 'true AND', DESCENDING),
+    prepare(one, 'c.device_id = @deviceId AND', ASCENDING),
+    prepare(one, 'c.device_id = @deviceId AND', DESCENDING)
+  ]
+}
+
+// A filter list for json_each, or null for none.
+function list (values: readonly unknown[] | undefined): string | null {
+  return values === undefined ? null : JSON.stringify(values)
 }
 
 function toRecord (row: Row): CommandRecord {

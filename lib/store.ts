@@ -19,8 +19,14 @@ export interface Store {
   getDevice: (id: string) => DeviceRecord | undefined
   /** Creates or replaces the device with this id. */
   saveDevice: (device: DeviceRecord) => void
-  /** Deletes the device and all its commands. Returns the deleted commands that had an expiry. */
-  deleteDevice: (id: string) => ExpiryRef[]
+  /**
+   * Deletes the device, not its commands: those are invisible from then on (every read of
+   * commands skips a device that does not exist) until `deleteCommands` removes them, in
+   * bounded steps. Returns whether the device existed.
+   */
+  deleteDevice: (id: string) => boolean
+  /** Deletes at most `limit` commands of `deviceId` (any), and returns how many it deleted. */
+  deleteCommands: (deviceId: string, limit: number) => number
 
   /** Stores a command and returns its id: a positive integer, never reused, increasing per call. */
   insertCommand: (command: NewCommandRecord) => number
@@ -34,21 +40,27 @@ export interface Store {
   updateCommand: (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number) => CommandRecord | undefined
   /** Deletes those of `ids` whose `expiresAt <= now` and returns them as they were. */
   expireCommands: (ids: readonly number[], now: number) => CommandRecord[]
-  /** One page of a device's commands, filtered, sorted and paged as `query` says. */
-  listCommands: (query: CommandQuery, now: number) => CommandRecord[]
   /**
-   * Commands with `timestamp > after` matching `filter`, in ascending timestamp order (then id),
-   * at most `limit` of them after `accept` has kept them. `accept` lets the caller apply checks
-   * the store cannot (permissions) without the store stopping short of `limit`.
+   * One bounded step of a scan in (timestamp, id) order: looks at no more than `scan.examine`
+   * commands and returns the matching ones (see {@link CommandScan}), no more than `scan.take`.
    */
-  commandsAfter: (filter: CommandFilter, after: number, limit: number, now: number, accept: (command: CommandRecord) => boolean) => CommandRecord[]
-  /** Commands of the device that were never updated and have not expired at `now`. */
-  countPending: (deviceId: string, now: number) => number
+  scanCommands: (scan: CommandScan, now: number) => CommandPage
   /**
-   * Recovery paging: up to `limit` `[id, expiresAt]` pairs of commands that have an expiry,
-   * with `afterId < id <= maxId`, in id order.
+   * A device's commands sorted by `command` or `status` (then timestamp, then id, all in
+   * `sortOrder`), filtered and paged as `query` says; or undefined, having looked at no more
+   * than `maxWindow + 1` commands, when more than `maxWindow` fall in the time window.
    */
-  expiringCommands: (afterId: number, maxId: number, limit: number) => Array<[id: number, expiresAt: number]>
+  sortCommands: (query: SortQuery, now: number, maxWindow: number) => CommandRecord[] | undefined
+  /**
+   * One bounded step of counting a device's pending commands (never updated, not expired at
+   * `now`): looks at no more than `examine` of them in (timestamp, id) order after `cursor`.
+   */
+  countPending: (deviceId: string, now: number, cursor: Cursor | undefined, examine: number) => CountPage
+  /**
+   * One bounded step of start-up recovery: looks at no more than `examine` commands with
+   * `afterId < id <= maxId`, in id order, and returns `[id, expiresAt]` of those that expire.
+   */
+  expiringCommands: (afterId: number, maxId: number, examine: number) => ExpiringPage
   /** The highest id ever assigned, 0 if none. */
   lastCommandId: () => number
 
@@ -98,55 +110,88 @@ export interface CommandPatch {
   result?: string | null
 }
 
-/** Identifies a command's timer in the expiry wheel. */
-export interface ExpiryRef {
+/** A position in (timestamp, id) order. */
+export interface Cursor {
+  timestamp: number
   id: number
-  expiresAt: number
 }
 
-/** Which commands a subscription or history query covers; an absent field matches all. */
-export interface CommandFilter {
+/**
+ * One step of a scan over commands in (timestamp, id) order, `ASC` or `DESC`: of one device's
+ * commands or of all, within the open time window (`after`, `before`), strictly past `cursor`
+ * (or from the window's edge without one). The step looks at the first `examine` commands in
+ * that order, whatever they hold, and returns those that match every filter given, have not
+ * expired at `now` and whose device exists, no more than `take`. Filters on `networkIds` and
+ * `deviceTypeIds` read the device as it is now, not the copy the command was stored with.
+ */
+export interface CommandScan {
   deviceId?: string | undefined
-  networkIds?: readonly number[] | undefined
-  deviceTypeIds?: readonly number[] | undefined
+  order: 'ASC' | 'DESC'
+  /** Exclusive lower bound on `timestamp`. */
+  after?: number | undefined
+  /** Exclusive upper bound on `timestamp`. */
+  before?: number | undefined
+  cursor?: Cursor | undefined
+  /** The command's name is one of these. */
   names?: readonly string[] | undefined
+  /** The command's name is this. */
+  command?: string | undefined
+  status?: string | undefined
+  /** The device's network is one of these (a device in no network never matches). */
+  networkIds?: readonly number[] | undefined
+  /** The device's type is one of these (a device of no type never matches). */
+  deviceTypeIds?: readonly number[] | undefined
+  /** Only commands that were updated, with `lastUpdated` after this. */
+  updatedAfter?: number | undefined
+  /** Most commands looked at, >= 1. */
+  examine: number
+  /** Most commands returned, >= 1. */
+  take: number
 }
 
-/** `command/list` as the store receives it, after validation and defaults. */
-export interface CommandQuery {
+/** What one step of a scan found, and where the next step starts. */
+export interface CommandPage {
+  rows: CommandRecord[]
+  /**
+   * The last command returned if `take` were returned, else the last one looked at; undefined
+   * when the scan has looked at everything. (It may be set when nothing remains: the next
+   * step then finds nothing and says so.)
+   */
+  next: Cursor | undefined
+}
+
+/** `command/list` sorted by `command` or `status`, after validation and defaults. */
+export interface SortQuery {
   deviceId: string
   /** Exclusive lower bound on `timestamp`. */
   start?: number | undefined
   /** Exclusive upper bound on `timestamp`. */
   end?: number | undefined
+  names?: readonly string[] | undefined
   command?: string | undefined
   status?: string | undefined
-  sortField: 'timestamp' | 'command' | 'status'
+  sortField: 'command' | 'status'
   sortOrder: 'ASC' | 'DESC'
   take: number
   skip: number
 }
 
-/** Whether a command falls under a filter (absent fields match everything). */
-export function matches (filter: CommandFilter, record: CommandRecord): boolean {
-  if (filter.deviceId !== undefined && filter.deviceId !== record.deviceId) return false
-  if (filter.networkIds !== undefined && (record.networkId === null || !filter.networkIds.includes(record.networkId))) return false
-  if (filter.deviceTypeIds !== undefined && (record.deviceTypeId === null || !filter.deviceTypeIds.includes(record.deviceTypeId))) return false
-  if (filter.names !== undefined && !filter.names.includes(record.command)) return false
-  return true
+/** One step of `countPending`. */
+export interface CountPage {
+  count: number
+  /** Where the next step starts; undefined when the device's commands have all been looked at. */
+  next: Cursor | undefined
 }
 
-// Empty lists mean "no filter", as absent ones do.
-export function normalizeFilter (filter: {
-  deviceId?: string | undefined
-  networkIds?: readonly number[] | undefined
-  deviceTypeIds?: readonly number[] | undefined
-  names?: readonly string[] | undefined
-}): CommandFilter {
-  const result: CommandFilter = {}
-  if (filter.deviceId !== undefined) result.deviceId = filter.deviceId
-  if (filter.networkIds !== undefined && filter.networkIds.length > 0) result.networkIds = [...filter.networkIds]
-  if (filter.deviceTypeIds !== undefined && filter.deviceTypeIds.length > 0) result.deviceTypeIds = [...filter.deviceTypeIds]
-  if (filter.names !== undefined && filter.names.length > 0) result.names = [...filter.names]
-  return result
+/** One step of `expiringCommands`. */
+export interface ExpiringPage {
+  entries: Array<[id: number, expiresAt: number]>
+  /** The last id looked at, where the next step starts; undefined when none is left up to `maxId`. */
+  next: number | undefined
+}
+
+/** Orders commands by (timestamp, id), as every scan does. */
+export function compareCursors (a: Cursor, b: Cursor): number {
+  if (a.timestamp !== b.timestamp) return a.timestamp < b.timestamp ? -1 : 1
+  return a.id === b.id ? 0 : a.id < b.id ? -1 : 1
 }

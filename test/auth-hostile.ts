@@ -7,6 +7,7 @@ import t from 'tap'
 import { deriveKey, signToken } from '../lib/auth.js'
 import type { Push, Reply } from '../lib/schema.js'
 import { DENIED, errorOf, EXPIRED, type Fixture, INVALID, MALFORMED, SECRET, setup, UNAUTHORIZED } from './fixtures/broker.js'
+import { scanAll } from './fixtures/store-suite.js'
 
 const KEY = deriveKey(SECRET)
 const DEVICE = 'lamp-1'
@@ -99,7 +100,8 @@ t.test('auth-hostile: forged and broken tokens are refused with 401 and reach no
     ['expired', craft(HS256, { payload: { ...claims, e: now - 1 } }), EXPIRED],
     ['expired long ago', craft(HS256, { payload: { ...claims, e: 0 } }), EXPIRED],
     ['refresh token (t: 0)', craft(HS256, { payload: { ...claims, t: 0 } }), INVALID],
-    ['t: 2', craft(HS256, { payload: { ...claims, t: 2 } }), INVALID],
+    ['u absent', craft(HS256, { payload: { ...claims, u: undefined } }), INVALID],
+    ['u null', craft(HS256, { payload: { ...claims, u: null } }), INVALID],
     ['e as a string', craft(HS256, { payload: { ...claims, e: String(now + 3_600_000) } }), INVALID],
     ['e null', craft(HS256, { payload: { ...claims, e: null } }), INVALID],
     ['n as numbers', craft(HS256, { payload: { ...claims, n: [1] } }), INVALID],
@@ -159,14 +161,15 @@ t.test('auth-hostile: forged and broken tokens are refused with 401 and reach no
     // wrong JSON type: 400), and the session stays unauthenticated.
     const session = w.broker.session(() => {})
     const auth = await session.handle({ action: 'authenticate', requestId: 1, token })
-    const authExpected = token === null || token === '' ? UNAUTHORIZED : typeof token === 'string' ? expected : MALFORMED
+    // authenticate reads its token as Gson does: a number is its text, which is no token either.
+    const authExpected = token === null || token === '' ? UNAUTHORIZED : typeof token === 'string' ? expected : typeof token === 'number' ? INVALID : MALFORMED
     t.strictSame(errorOf(auth), authExpected, `${name}: authenticate`)
     t.strictSame(errorOf(await session.handle(insert)), UNAUTHORIZED, `${name}: the session is not authenticated`)
     session.close()
     t.equal(w.store.lastCommandId(), before, `${name}: nothing stored`)
     t.equal(w.clock.pending, timers, `${name}: no timer`)
   }
-  const stored = w.store.listCommands({ deviceId: DEVICE, sortField: 'timestamp', sortOrder: 'ASC', take: 1000, skip: 0 }, w.clock.now())
+  const stored = scanAll(w.store, { deviceId: DEVICE, order: 'ASC', examine: 1000, take: 1000 }, w.clock.now())
   t.equal(stored.length, 1, 'only the sanity insert reached the device')
   t.equal(w.inserted, 1, 'the subscriber heard only the sanity insert')
   t.equal(w.pushes.length, 1, 'the watching session got only the sanity insert')

@@ -13,6 +13,7 @@ import type { Session } from '../lib/session.js'
 import { sqliteStore } from '../lib/sqlite-store.js'
 import type { CommandRecord, Store } from '../lib/store.js'
 import { body, errorOf, type Fixture, INTERNAL, setup, START } from './fixtures/broker.js'
+import { scanAll } from './fixtures/store-suite.js'
 
 const TICK = 100
 const RETRY_MS = 1000
@@ -91,7 +92,7 @@ async function world (t: Test, inner: Store = memoryStore(), options: Parameters
 function state (w: World): string {
   const now = w.clock.now()
   const list = (deviceId: string): CommandRecord[] =>
-    w.faults.inner.listCommands({ deviceId, sortField: 'timestamp', sortOrder: 'ASC', take: 1e6, skip: 0 }, now)
+    scanAll(w.faults.inner, { deviceId, order: 'ASC', examine: 1000, take: 1000 }, now)
   return JSON.stringify({
     lastCommandId: w.faults.inner.lastCommandId(),
     commands: ['lamp-1', 'victim', 'fresh'].map(list),
@@ -234,8 +235,8 @@ const rows: Row[] = [
     healed: (t, w, reply) => { t.equal(body(reply).command.id, w.commandId) }
   },
   {
-    name: 'list (listCommands throws)',
-    fail: ['listCommands'],
+    name: 'list (scanCommands throws)',
+    fail: ['scanCommands'],
     request: (w) => w.broker.handle({ action: 'command/list', deviceId: 'lamp-1' }, w.admin),
     healed: (t, w, reply) => { t.strictSame(body(reply).commands.map((c: Command) => c.id), [w.commandId]) }
   },
@@ -244,6 +245,12 @@ const rows: Row[] = [
     fail: ['getDevice'],
     request: (w) => w.broker.handle({ action: 'device/get', deviceId: 'lamp-1' }, w.admin),
     healed: (t, _w, reply) => { t.equal(body(reply).device.id, 'lamp-1') }
+  },
+  {
+    name: 'list sorted by status (sortCommands throws)',
+    fail: ['sortCommands'],
+    request: (w) => w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'status' }, w.admin),
+    healed: (t, w, reply) => { t.strictSame(body(reply).commands.map((c: Command) => c.id), [w.commandId]) }
   },
   {
     name: 'device/save (saveDevice throws)',
@@ -262,14 +269,14 @@ const rows: Row[] = [
     request: (w) => w.broker.handle({ action: 'device/delete', deviceId: 'victim' }, w.admin),
     healed: (t, w) => {
       t.equal(w.faults.inner.getDevice('victim'), undefined, 'deleted')
-      t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 100), [], 'with its command')
+      t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 100), { entries: [], next: undefined }, 'with its command')
       w.clock.advance(60_000 + TICK)
       t.strictSame(w.expired, [], 'whose timer fires on nothing')
     }
   },
   {
-    name: 'subscribe with history (commandsAfter throws)',
-    fail: ['commandsAfter'],
+    name: 'subscribe with history (scanCommands throws)',
+    fail: ['scanCommands'],
     request: (w) => w.watcher.handle({ action: 'command/subscribe', requestId: 's', deviceId: 'lamp-1', timestamp: START - 1 }, w.admin),
     healed: async (t, w, reply) => {
       const id = body(reply).subscriptionId as number
@@ -309,14 +316,14 @@ t.test('broker-faults: expiry in a throwing store is reported, retried, and repo
   t.equal(error?.code, 'ERR_STORE')
   t.equal(error?.cause, w.faults.error)
   t.strictSame(w.expired, [], 'no expired event for a command still stored')
-  t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 10), [[id, START + 2000]], 'still stored')
+  t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 10), { entries: [[id, START + 2000]], next: undefined }, 'still stored')
   // Still failing at the retry: reported again, retried again.
   w.clock.advance(RETRY_MS)
   t.equal(w.errors.splice(0).length, 1, 'the retry failed and was reported')
   w.faults.fail.clear()
   w.clock.advance(RETRY_MS)
   t.strictSame(w.expired.map((c) => c.id), [id], 'the next retry expired it, once')
-  t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 10), [], 'gone')
+  t.strictSame(w.faults.inner.expiringCommands(0, Number.MAX_SAFE_INTEGER, 10), { entries: [], next: undefined }, 'gone')
   w.clock.advance(10 * RETRY_MS)
   t.equal(w.expired.length, 1, 'and never again')
   t.strictSame(w.errors, [])
@@ -377,7 +384,7 @@ const stores: Array<[string, () => Store]> = [
 for (const [kind, make] of stores) {
   t.test(`broker-faults: a ${kind} transaction that throws after some writes rolls back the whole group commit`, async (t) => {
     const w = await world(t, make())
-    const list = (): string[] => w.faults.inner.listCommands({ deviceId: 'lamp-1', sortField: 'timestamp', sortOrder: 'ASC', take: 100, skip: 0 }, w.clock.now()).map((c) => c.command)
+    const list = (): string[] => scanAll(w.faults.inner, { deviceId: 'lamp-1', order: 'ASC', examine: 1000, take: 1000 }, w.clock.now()).map((c) => c.command)
     const target = (): unknown => w.faults.inner.getCommand(w.commandId, w.clock.now())
     const original = JSON.stringify(target())
 
@@ -417,7 +424,7 @@ for (const [kind, make] of stores) {
 
   t.test(`broker-faults: with writeBatch, only the ${kind} transaction that threw is rolled back`, async (t) => {
     const w = await world(t, make(), { writeBatch: 2 })
-    const list = (): string[] => w.faults.inner.listCommands({ deviceId: 'lamp-1', sortField: 'timestamp', sortOrder: 'ASC', take: 100, skip: 0 }, w.clock.now()).map((c) => c.command)
+    const list = (): string[] => scanAll(w.faults.inner, { deviceId: 'lamp-1', order: 'ASC', examine: 1000, take: 1000 }, w.clock.now()).map((c) => c.command)
     // Five inserts split into [0, 1], [2, 3], [4]; the third insert throws, inside [2, 3].
     w.faults.nth = { method: 'insertCommand', call: 3 }
     const replies = await Promise.all([0, 1, 2, 3, 4].map((i) => w.insert('lamp-1', { command: `split-${i}` })))

@@ -12,6 +12,7 @@ import type { Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
 import type { Store } from '../lib/store.js'
 import { setup, type Fixture } from './fixtures/broker.js'
+import { scanAll } from './fixtures/store-suite.js'
 
 const CODES = [400, 401, 403, 404, 500, 503]
 const ERROR_KEYS = ['action', 'requestId', 'code', 'status', 'error']
@@ -49,6 +50,11 @@ function counting (inner: Store, counts: { writes: number }): Store {
     getDevice: (id) => inner.getDevice(id),
     saveDevice: (device) => { inner.saveDevice(device); counts.writes++ },
     deleteDevice: (id) => { counts.writes++; return inner.deleteDevice(id) },
+    deleteCommands: (deviceId, limit) => {
+      const deleted = inner.deleteCommands(deviceId, limit)
+      counts.writes += deleted
+      return deleted
+    },
     insertCommand: (command) => { counts.writes++; return inner.insertCommand(command) },
     getCommand: (id, now) => inner.getCommand(id, now),
     updateCommand: (id, deviceId, patch, lastUpdated, now) => {
@@ -61,9 +67,9 @@ function counting (inner: Store, counts: { writes: number }): Store {
       counts.writes += removed.length
       return removed
     },
-    listCommands: (query, now) => inner.listCommands(query, now),
-    commandsAfter: (filter, after, limit, now, accept) => inner.commandsAfter(filter, after, limit, now, accept),
-    countPending: (deviceId, now) => inner.countPending(deviceId, now),
+    scanCommands: (scan, now) => inner.scanCommands(scan, now),
+    sortCommands: (query, now, maxWindow) => inner.sortCommands(query, now, maxWindow),
+    countPending: (deviceId, now, cursor, examine) => inner.countPending(deviceId, now, cursor, examine),
     expiringCommands: (afterId, maxId, limit) => inner.expiringCommands(afterId, maxId, limit),
     lastCommandId: () => inner.lastCommandId(),
     close: () => { inner.close() }
@@ -127,7 +133,7 @@ async function restore (w: World): Promise<void> {
 async function snapshot (w: World): Promise<string> {
   const now = w.clock.now()
   const commands = DEVICES.map(([deviceId]) =>
-    w.store.listCommands({ deviceId, sortField: 'timestamp', sortOrder: 'ASC', take: 1e9, skip: 0 }, now))
+    scanAll(w.store, { deviceId, order: 'ASC', examine: 1000, take: 1000 }, now))
   // Through the fuzz session with its own token: a failed message must not have changed it.
   const subscriptions = await w.fuzz.handle({ action: 'subscription/list', requestId: 'snapshot' })
   return JSON.stringify({

@@ -10,7 +10,7 @@ import { memoryStore } from '../lib/memory-store.js'
 import type { Command, Reply } from '../lib/schema.js'
 import { sqliteStore } from '../lib/sqlite-store.js'
 import type { Store } from '../lib/store.js'
-import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
+import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, rawToken, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
 
@@ -71,9 +71,13 @@ t.test('broker: §3 error precedence for a device-scoped action', async (t) => {
   const { broker, clock, token, device } = setup(t)
   await device('lamp-1', 1, 10)
   await device('nullnet', null, 10)
-  const expired = signToken({ a: [0], n: ['*'], dt: ['*'], e: clock.now() - 1 }, { secret: SECRET })
-  const refresh = signToken({ a: [0], n: ['*'], dt: ['*'], t: 0 }, { secret: SECRET, now: clock.now() })
-  const otherKey = signToken({ a: [0], n: ['*'], dt: ['*'] }, { secret: 'c29tZXRoaW5nZWxzZQ==', now: clock.now() })
+  const expired = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: clock.now() - 1 }, { secret: SECRET })
+  const refresh = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], t: 0 }, { secret: SECRET, now: clock.now() })
+  const otherKey = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'c29tZXRoaW5nZWxzZQ==', now: clock.now(), allowWeakKey: true })
+  const noUser = rawToken({ a: [0], n: ['*'], dt: ['*'], e: clock.now() + 60_000, t: 1 })
+  const nullUser = rawToken({ u: null, a: [0], n: ['*'], dt: ['*'], e: clock.now() + 60_000, t: 1 })
+  const otherType = rawToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: clock.now() + 60_000, t: 2 })
+  const nullLists = rawToken({ u: 1, a: [0], n: null, dt: null, e: clock.now() + 60_000, t: 1 })
   const rows: Array<[string, unknown, Record<string, unknown>, { code: number, error: string }]> = [
     ['no token', undefined, { deviceId: 'lamp-1' }, UNAUTHORIZED],
     ['empty token', '', { deviceId: 'lamp-1' }, UNAUTHORIZED],
@@ -82,6 +86,10 @@ t.test('broker: §3 error precedence for a device-scoped action', async (t) => {
     ['non-string token', 42, { deviceId: 'lamp-1' }, INVALID],
     ['token signed with another secret', otherKey, { deviceId: 'lamp-1' }, INVALID],
     ['refresh token', refresh, { deviceId: 'lamp-1' }, INVALID],
+    ['no u claim', noUser, { deviceId: 'lamp-1' }, INVALID],
+    ['null u claim', nullUser, { deviceId: 'lamp-1' }, INVALID],
+    ['t other than 0 is an access token', otherType, { deviceId: 'lamp-1' }, { code: 400, error: 'Command is required' }],
+    ['null n reads as absent: no device', nullLists, { deviceId: 'lamp-1' }, DENIED],
     ['invalid beats a missing deviceId', 'x.y.z', {}, INVALID],
     ['expired token', expired, { deviceId: 'lamp-1' }, EXPIRED],
     ['expired beats a missing action', expired, {}, EXPIRED],
@@ -92,7 +100,7 @@ t.test('broker: §3 error precedence for a device-scoped action', async (t) => {
     ['client set lacks nothing needed', token({ a: [] }), { deviceId: 'lamp-1' }, { code: 400, error: 'Command is required' }],
     ['other network', token({ n: ['2'] }), { deviceId: 'lamp-1' }, DENIED],
     ['n absent: no device at all', token({ n: undefined }), { deviceId: 'lamp-1' }, DENIED],
-    ['n absent and no deviceId', token({ n: undefined }), {}, DENIED],
+    ['n absent and no deviceId: the missing target is checked first', token({ n: undefined }), {}, NO_DEVICE_ID],
     ['other device type', token({ n: ['1'], dt: ['11'] }), { deviceId: 'lamp-1' }, DENIED],
     ['dt absent means every type', token({ n: ['1'], dt: undefined }), { deviceId: 'lamp-1' }, { code: 400, error: 'Command is required' }],
     ['null network needs n *', token({ n: ['1'] }), { deviceId: 'nullnet' }, DENIED],
@@ -102,7 +110,8 @@ t.test('broker: §3 error precedence for a device-scoped action', async (t) => {
     ['deviceId missing', token({ n: ['1'] }), {}, NO_DEVICE_ID],
     ['deviceId empty', token(), { deviceId: '' }, NO_DEVICE_ID],
     ['deviceId null', token(), { deviceId: null }, NO_DEVICE_ID],
-    ['deviceId of the wrong type', token(), { deviceId: 12 }, MALFORMED],
+    ['deviceId of the wrong type', token(), { deviceId: {} }, MALFORMED],
+    ['a numeric deviceId is its decimal text', token(), { deviceId: 12 }, { code: 404, error: 'Device with such deviceId = 12 not found' }],
     ['unknown device, wildcard token', token(), { deviceId: 'ghost' }, { code: 404, error: 'Device with such deviceId = ghost not found' }]
   ]
   for (const [name, tok, fields, expected] of rows) {
@@ -115,7 +124,8 @@ t.test('broker: §3 error precedence for a device-scoped action', async (t) => {
 
 t.test('broker: a token DeviceHive signed with the same JWT_SECRET is accepted', async (t) => {
   const { createHmac } = await import('node:crypto')
-  const { broker, device, clock } = setup(t)
+  // DeviceHive's demo JWT_SECRET: six bytes of key, accepted only with allowWeakKey.
+  const { broker, device, clock } = setup(t, { secret: 'devicehive', allowWeakKey: true })
   await device('lamp-1')
   const header = Buffer.from('{"alg":"HS256"}').toString('base64url')
   const payload = Buffer.from(JSON.stringify({ payload: { u: 7, a: [0], n: ['*'], dt: ['*'], e: clock.now() + 60_000, t: 1 } })).toString('base64url')
@@ -127,13 +137,13 @@ t.test('broker: a token DeviceHive signed with the same JWT_SECRET is accepted',
 })
 
 t.test('broker: a raw key works as configuration', async (t) => {
-  const key = new Uint8Array([1, 2, 3, 4])
+  const key = new Uint8Array(32).fill(7)
   const clock = manualClock(START)
   const broker = createBroker(memoryStore(), { key, clock })
   t.teardown(() => broker.close())
-  const token = signToken({ a: [0], n: ['*'], dt: ['*'] }, { key, now: START })
+  const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { key, now: START })
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'a', device: { name: 'a' } }, token)).status, 'success')
-  t.strictSame(errorOf(await broker.handle({ action: 'device/get', deviceId: 'a' }, signToken({ a: [0], n: ['*'] }, { secret: SECRET, now: START }))), INVALID)
+  t.strictSame(errorOf(await broker.handle({ action: 'device/get', deviceId: 'a' }, signToken({ u: 1, a: [0], n: ['*'] }, { secret: SECRET, now: START }))), INVALID)
 })
 
 t.test('broker: expiry is checked on every message, not only at authentication', async (t) => {
@@ -157,9 +167,9 @@ t.test('broker: command/insert replies with exactly the four assigned keys, afte
   t.same(Object.keys(inner), ['id', 'timestamp', 'lastUpdated', 'userId'])
   t.strictSame(inner, { id: 1, timestamp: '2026-01-01T00:00:01.234', lastUpdated: '2026-01-01T00:00:01.234', userId: 42 })
   t.ok(store.getCommand(1, clock.now()), 'durable by the time the reply arrives')
-  const second = await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on' } }, token({ u: undefined }))
+  const second = await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'on' } }, token({ u: 0 }))
   t.equal((body(second).command as { id: number }).id, 2, 'ids increase')
-  t.equal((body(second).command as { userId: unknown }).userId, null, 'no u: null userId')
+  t.equal((body(second).command as { userId: unknown }).userId, 0, 'u: 0 is user 0')
 })
 
 t.test('broker: the inserted command as command/get shows it: twelve keys, client timestamp kept', async (t) => {
@@ -217,7 +227,8 @@ t.test('broker: §4 validation of command/insert', async (t) => {
     ['command an array', { command: [] }, MALFORMED],
     ['name missing', { command: {} }, NAME],
     ['name empty', { command: { command: '' } }, NAME],
-    ['name not a string', { command: { command: 5 } }, NAME],
+    ['name not a string', { command: { command: { a: 1 } } }, NAME],
+    ['a numeric name is its decimal text, as Gson reads it', { command: { command: 5 } }, undefined],
     ['name of 129 characters', { command: { command: 'x'.repeat(129) } }, NAME],
     ['name of 128 characters', { command: { command: 'x'.repeat(128) } }, undefined],
     ['lifetime a string', { command: { command: 'on', lifetime: 'x' } }, MALFORMED],
@@ -230,7 +241,9 @@ t.test('broker: §4 validation of command/insert', async (t) => {
     ['lifetime null', { command: { command: 'on', lifetime: null } }, undefined],
     ['timestamp unparseable', { command: { command: 'on', timestamp: 'yesterday' } }, MALFORMED],
     ['timestamp an object', { command: { command: 'on', timestamp: {} } }, MALFORMED],
-    ['status a number', { command: { command: 'on', status: 5 } }, MALFORMED],
+    ['status an object', { command: { command: 'on', status: {} } }, MALFORMED],
+    ['a numeric status is its decimal text', { command: { command: 'on', status: 5 } }, undefined],
+    ['a numeric string lifetime is that number', { command: { command: 'on', lifetime: '30' } }, undefined],
     ['a wrong type beats a bad name', { command: { command: '', lifetime: 'x' } }, MALFORMED],
     ['a bad name beats a bad lifetime', { command: { command: '', lifetime: 0 } }, NAME],
     ['parameters too large', { command: { command: 'on', parameters: { s: 'x'.repeat(60) } } }, { code: 400, error: 'Validation failed with following violations: parameters must be at most 64 bytes when serialised' }],
@@ -361,9 +374,15 @@ t.test('broker: devices (§12) save, get, delete', async (t) => {
   t.same(Object.keys(got), ['action', 'requestId', 'status', 'device'])
   t.same(Object.keys(body(got).device as object), ['id', 'name', 'data', 'networkId', 'deviceTypeId', 'isBlocked'])
   t.strictSame(body(got).device, { id: 'lamp-1', name: 'Lamp', data: { room: 'hall' }, networkId: 1, deviceTypeId: 2, isBlocked: false })
-  t.equal((await save('lamp-1', { name: 'Renamed', isBlocked: true })).status, 'success', 'replaces')
+  t.equal((await save('lamp-1', { name: 'Renamed', isBlocked: true })).status, 'success', 'an update')
   t.strictSame(body(await broker.handle({ action: 'device/get', deviceId: 'lamp-1' }, admin)).device,
-    { id: 'lamp-1', name: 'Renamed', data: null, networkId: null, deviceTypeId: null, isBlocked: true })
+    { id: 'lamp-1', name: 'Renamed', data: { room: 'hall' }, networkId: 1, deviceTypeId: 2, isBlocked: true },
+    'changes only the fields present: the device stays in its network')
+  t.equal((await save('lamp-1', { networkId: '3', data: [1], name: null, isBlocked: 'false' })).status, 'success', 'no name needed to update; null is absent; Gson reads strings')
+  t.strictSame(body(await broker.handle({ action: 'device/get', deviceId: 'lamp-1' }, admin)).device,
+    { id: 'lamp-1', name: 'Renamed', data: [1], networkId: 3, deviceTypeId: 2, isBlocked: false })
+  t.strictSame(errorOf(await save('new-one', { networkId: 1 })),
+    { code: 400, error: 'Field cannot be empty. The length of name should not be more than 128 symbols.' }, 'a name is needed to create')
   const badId = { code: 400, error: 'Device Id can only contain letters, digits and dashes.' }
   t.strictSame(errorOf(await save('bad id', { name: 'x' })), badId)
   t.strictSame(errorOf(await save('a_b', { name: 'x' })), badId)
@@ -604,7 +623,7 @@ t.test('broker: restart on the same SQLite file expires what fell due and re-arm
   t.teardown(() => broker.close())
   const expired: string[] = []
   broker.on('expired', (command) => expired.push(command.command))
-  const admin = signToken({ a: [0], n: ['*'], dt: ['*'] }, { secret: SECRET, now: clock.now() })
+  const admin = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: SECRET, now: clock.now() })
   t.strictSame(errorOf(await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 1 }, admin)),
     { code: 404, error: 'Command with id = 1 not found' }, 'overdue commands are invisible even before recovery')
   t.strictSame(await broker.ready, { expired: 2, rearmed: 1 })
@@ -736,7 +755,7 @@ t.test('broker: an action or requestId JSON cannot write back is never echoed', 
   t.equal((await broker.handle({ action: 'device/get', requestId: { a: [1] }, deviceId: 'x' }, admin)).requestId !== null, true, 'an object requestId is echoed')
 })
 
-t.test('broker: commands past their time do not count as pending, even before their expiry has run', async (t) => {
+t.test('broker: a command is pending until its expiry runs: at most a tick after its time', async (t) => {
   // A one-minute tick: a command with a 1 s lifetime is past its time long before the wheel fires.
   const { broker, admin, device, clock } = setup(t, { maxPendingPerDevice: 2, tick: 60_000 })
   await device('lamp-1')
@@ -745,10 +764,33 @@ t.test('broker: commands past their time do not count as pending, even before th
   }
   t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'c' } }, admin)).status, 'error', 'both pending: refused')
   clock.advance(1000)
-  t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'c' } }, admin)).status, 'success', 'both past their time: accepted')
+  t.equal((await broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'c' } }, admin)).status, 'error',
+    'past their time, but not expired yet: still counted (refusing never scans the store)')
+  clock.advance(60_000)
+  await new Promise(setImmediate)
   const queued = [broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'd' } }, admin),
-    broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'e' } }, admin)]
-  t.same((await Promise.all(queued)).map((reply) => reply.status), ['success', 'error'], 'a recount includes writes still queued')
+    broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'e' } }, admin),
+    broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'f' } }, admin)]
+  t.same((await Promise.all(queued)).map((reply) => reply.status), ['success', 'success', 'error'], 'expired: room for two, counting writes still queued')
+})
+
+t.test('broker: a refused insert neither commits the queue nor reads the store', async (t) => {
+  const inner = memoryStore()
+  let transactions = 0
+  let counts = 0
+  const store: Store = {
+    ...overridable(inner),
+    transaction: (fn) => { transactions++; return inner.transaction(fn) },
+    countPending: (...args) => { counts++; return inner.countPending(...args) }
+  }
+  const { broker, admin, device } = setup(t, { maxPendingPerDevice: 3 }, store)
+  await device('lamp-1')
+  transactions = 0
+  const replies = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+    broker.handle({ action: 'command/insert', requestId: i, deviceId: 'lamp-1', command: { command: `c${i}` } }, admin)))
+  t.same(replies.map((reply) => reply.status), [...Array(3).fill('success'), ...Array(47).fill('error')])
+  t.equal(transactions, 1, '47 refusals, still one transaction for the three accepted')
+  t.equal(counts, 1, 'the device was counted once, when its first insert came')
 })
 
 t.test('broker: reporting never throws, whatever a subscriber, listener or push throws', async (t) => {

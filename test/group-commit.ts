@@ -1,6 +1,6 @@
 import t from 'tap'
 import { deferred, InsertOp, UpdateOp, WriteQueue } from '../lib/group-commit.js'
-import type { CommandRecord } from '../lib/store.js'
+import type { CommandRecord, DeviceRecord } from '../lib/store.js'
 
 function record (fields: Partial<CommandRecord> = {}): CommandRecord {
   return {
@@ -9,17 +9,19 @@ function record (fields: Partial<CommandRecord> = {}): CommandRecord {
   }
 }
 
+const DEVICE: DeviceRecord = { id: 'a', name: 'a', data: null, networkId: null, deviceTypeId: null, isBlocked: false }
+
 const turn = async (): Promise<void> => { await new Promise(setImmediate) }
 
 t.test('group-commit: writes queued in one turn commit together on the next', async (t) => {
   const commits: number[][] = []
   const queue = new WriteQueue(1000, { commit: (ops) => { commits.push(ops.map((op) => (op as InsertOp).record.timestamp)) }, settle: () => {} })
-  const ops = [1, 2, 3].map((i) => queue.push(new InsertOp(record({ timestamp: i }))))
+  const ops = [1, 2, 3].map((i) => queue.push(new InsertOp(record({ timestamp: i }), DEVICE)))
   t.same(commits, [], 'nothing commits synchronously')
   t.ok(ops.every((op) => op.done === ops[0]?.done), 'one promise for the batch')
   await ops[0]?.done
   t.same(commits, [[1, 2, 3]], 'one transaction')
-  queue.push(new InsertOp(record({ timestamp: 4 })))
+  queue.push(new InsertOp(record({ timestamp: 4 }), DEVICE))
   await turn()
   t.same(commits, [[1, 2, 3], [4]], 'a lone write commits on the next turn')
 })
@@ -27,7 +29,7 @@ t.test('group-commit: writes queued in one turn commit together on the next', as
 t.test('group-commit: a batch larger than size is split into transactions', async (t) => {
   const sizes: number[] = []
   const queue = new WriteQueue(2, { commit: (ops) => { sizes.push(ops.length) }, settle: () => {} })
-  const last = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record()))).at(-1)
+  const last = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record(), DEVICE))).at(-1)
   await last?.done
   t.same(sizes, [2, 2, 1])
 })
@@ -37,7 +39,7 @@ t.test('group-commit: flush() commits what is queued at once, and is harmless wh
   const queue = new WriteQueue(10, { commit: () => { commits++ }, settle: () => {} })
   queue.flush()
   t.equal(commits, 0)
-  const op = queue.push(new InsertOp(record()))
+  const op = queue.push(new InsertOp(record(), DEVICE))
   queue.flush()
   t.equal(commits, 1, 'committed synchronously')
   await op.done
@@ -51,7 +53,7 @@ t.test('group-commit: every slice commits before any is settled, and requests re
     commit: (ops) => { log.push(`commit ${ops.length}`) },
     settle: (ops) => { log.push(`settle ${ops.length}`) }
   })
-  const ops = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record())))
+  const ops = [1, 2, 3, 4, 5].map(() => queue.push(new InsertOp(record(), DEVICE)))
   t.equal(queue.size, 5, 'five queued')
   void ops[0]?.done?.then(() => { log.push('resolved') })
   await ops[4]?.done
@@ -65,26 +67,27 @@ t.test('group-commit: a write queued while settling (a subscriber writing) goes 
   const queue: WriteQueue = new WriteQueue(10, {
     commit: (ops) => { committed.push(ops.map((op) => (op as InsertOp).record.timestamp)) },
     settle: () => {
-      reentered ??= queue.push(new InsertOp(record({ timestamp: 99 })))
+      reentered ??= queue.push(new InsertOp(record({ timestamp: 99 }), DEVICE))
       // A flush from here (close() in a subscriber) commits the new write at once.
       queue.flush()
     }
   })
-  await queue.push(new InsertOp(record({ timestamp: 1 }))).done
+  await queue.push(new InsertOp(record({ timestamp: 1 }), DEVICE)).done
   t.same(committed, [[1], [99]], 'the re-entrant write committed after the first, in its own transaction')
   await reentered?.done
   t.equal(queue.size, 0)
 })
 
 t.test('group-commit: an insert answers its four assigned keys, or 500 when its transaction failed', async (t) => {
-  const op = new InsertOp(record({ id: 42 }))
+  const op = new InsertOp(record({ id: 42 }), DEVICE)
   t.strictSame(op.payload(), { command: { id: 42, timestamp: '2026-01-01T00:00:00.000', lastUpdated: '2026-01-01T00:00:00.000', userId: 7 } })
   op.failed = true
   t.throws(() => op.payload(), { code: 500, error: 'Internal server error' })
 })
 
 t.test('group-commit: an update answers nothing, 404 for a command gone at commit, 500 when it failed', async (t) => {
-  const op = new UpdateOp(9, 'a', { status: 'done' }, 0)
+  const op = new UpdateOp(9, DEVICE, { status: 'done' }, 0, 0)
+  t.equal(op.deviceId, 'a', 'the device it must belong to')
   t.throws(() => op.payload(), { code: 404, error: 'Command with id = 9 not found' })
   op.before = record({ id: 9 })
   t.equal(op.payload(), undefined)

@@ -6,8 +6,8 @@ import type { Store } from '../lib/store.js'
 import { command, device } from './fixtures/store-suite.js'
 
 const METHODS: Array<keyof Store> = [
-  'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'insertCommand', 'getCommand', 'updateCommand',
-  'expireCommands', 'listCommands', 'commandsAfter', 'countPending', 'expiringCommands', 'lastCommandId', 'close'
+  'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'deleteCommands', 'insertCommand', 'getCommand', 'updateCommand',
+  'expireCommands', 'scanCommands', 'sortCommands', 'countPending', 'expiringCommands', 'lastCommandId', 'close'
 ]
 
 // A store whose every method throws `error`.
@@ -36,13 +36,14 @@ t.test('guarded-store: results pass through', async (t) => {
   t.equal(inner.getCommand(id, 0)?.id, id, 'calls reach the wrapped store')
   t.equal(store.getCommand(id, 0)?.id, id)
   t.equal(store.updateCommand(id, 'dev', { status: 'x' }, 2, 0)?.status, null)
-  t.equal(store.listCommands({ deviceId: 'dev', sortField: 'timestamp', sortOrder: 'ASC', take: 5, skip: 0 }, 0)[0]?.status, 'x')
-  t.equal(store.commandsAfter({}, 0, 5, 0, () => true).length, 1)
-  t.equal(store.countPending('dev', 0), 0)
-  t.strictSame(store.expiringCommands(0, 10, 10), [[id, 10]])
+  t.equal(store.scanCommands({ deviceId: 'dev', order: 'ASC', examine: 5, take: 5 }, 0).rows[0]?.status, 'x')
+  t.equal(store.sortCommands({ deviceId: 'dev', sortField: 'status', sortOrder: 'ASC', take: 5, skip: 0 }, 0, 5)?.[0]?.status, 'x')
+  t.strictSame(store.countPending('dev', 0, undefined, 5), { count: 0, next: undefined })
+  t.strictSame(store.expiringCommands(0, 10, 10), { entries: [[id, 10]], next: undefined })
   t.equal(store.lastCommandId(), id)
   t.equal(store.transaction(() => store.expireCommands([id], 10).length), 1)
-  t.strictSame(store.deleteDevice('dev'), [])
+  t.equal(store.deleteDevice('dev'), true)
+  t.equal(store.deleteCommands('dev', 5), 0)
   t.equal(store.transaction(() => 'value'), 'value', 'transaction returns what fn returns')
   store.close()
   t.equal((caught(() => inner.lastCommandId()) as BrokerError | undefined)?.code, 'ERR_CLOSED', 'close reaches the wrapped store')
@@ -58,10 +59,10 @@ t.test('guarded-store: arguments and this are passed on', async (t) => {
     }
   }
   const store = guardStore(inner as unknown as Store)
-  const accept = (): boolean => true
-  t.equal(store.commandsAfter({ names: ['a'] }, 1, 2, 3, accept) as unknown, 'inner', 'called on the wrapped store')
-  t.strictSame(calls, [['commandsAfter', [{ names: ['a'] }, 1, 2, 3, accept]]])
-  t.equal(calls[0]?.[1][4], accept)
+  const scan = { names: ['a'], order: 'ASC' as const, examine: 2, take: 3 }
+  t.equal(store.scanCommands(scan, 4) as unknown, 'inner', 'called on the wrapped store')
+  t.strictSame(calls, [['scanCommands', [scan, 4]]])
+  t.equal(calls[0]?.[1][0], scan, 'the same object')
 })
 
 t.test('guarded-store: whatever a method throws becomes ERR_STORE with cause', async (t) => {
@@ -72,13 +73,14 @@ t.test('guarded-store: whatever a method throws becomes ERR_STORE with cause', a
       ['getDevice', () => store.getDevice('d')],
       ['saveDevice', () => { store.saveDevice(device({ id: 'd' })) }],
       ['deleteDevice', () => store.deleteDevice('d')],
+      ['deleteCommands', () => store.deleteCommands('d', 1)],
       ['insertCommand', () => store.insertCommand(command())],
       ['getCommand', () => store.getCommand(1, 0)],
       ['updateCommand', () => store.updateCommand(1, 'd', {}, 0, 0)],
       ['expireCommands', () => store.expireCommands([1], 0)],
-      ['listCommands', () => store.listCommands({ deviceId: 'd', sortField: 'timestamp', sortOrder: 'ASC', take: 1, skip: 0 }, 0)],
-      ['commandsAfter', () => store.commandsAfter({}, 0, 1, 0, () => true)],
-      ['countPending', () => store.countPending('d', 0)],
+      ['scanCommands', () => store.scanCommands({ order: 'ASC', examine: 1, take: 1 }, 0)],
+      ['sortCommands', () => store.sortCommands({ deviceId: 'd', sortField: 'command', sortOrder: 'ASC', take: 1, skip: 0 }, 0, 1)],
+      ['countPending', () => store.countPending('d', 0, undefined, 1)],
       ['expiringCommands', () => store.expiringCommands(0, 1, 1)],
       ['lastCommandId', () => store.lastCommandId()],
       ['close', () => { store.close() }]

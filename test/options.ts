@@ -5,6 +5,8 @@ import { DEFAULTS, describe, resolveOptions, type BrokerOptions } from '../lib/o
 import { expectError } from './fixtures/throws.js'
 
 const DH_KEY = Buffer.from([0x75, 0xeb, 0xe2, 0x71, 0xe8, 0x62])
+// 32 bytes once base64-decoded.
+const STRONG = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 
 // The documented bounds of each numeric option (inclusive).
 const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
@@ -14,18 +16,24 @@ const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
   maxJsonDepth: [1, 1000],
   maxFilterItems: [1, 100_000],
   maxFrameBytes: [2, 2 ** 30],
+  maxReplyBytes: [1024, 2 ** 30],
+  maxTake: [1, 1_000_000],
+  maxHistory: [1, 1_000_000],
+  maxSortWindow: [1, 10_000_000],
   maxPendingPerDevice: [1, 2 ** 31 - 1],
   maxSubscriptionsPerSession: [1, 2 ** 31 - 1],
   tokenCacheSize: [0, 2 ** 24],
   writeBatch: [1, 1_000_000],
-  expiryBatch: [1, 1_000_000]
+  expiryBatch: [1, 1_000_000],
+  accessTokenLifetime: [1, 2 ** 31 - 1],
+  refreshTokenLifetime: [1, 2 ** 31 - 1]
 }
 const NAMES = Object.keys(LIMITS) as Array<keyof typeof DEFAULTS>
 
 
 
 function resolveWith (extra: Record<string, unknown>): ReturnType<typeof resolveOptions> {
-  return resolveOptions({ secret: 'devicehive', ...extra } as BrokerOptions)
+  return resolveOptions({ secret: STRONG, ...extra } as BrokerOptions)
 }
 
 t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t) => {
@@ -36,21 +44,28 @@ t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t
     maxJsonDepth: 64,
     maxFilterItems: 100,
     maxFrameBytes: 1_048_576,
+    maxReplyBytes: 2_097_152,
+    maxTake: 1000,
+    maxHistory: 1000,
+    maxSortWindow: 10_000,
     maxPendingPerDevice: 10_000,
     maxSubscriptionsPerSession: 100,
     tokenCacheSize: 1000,
     writeBatch: 1000,
-    expiryBatch: 1000
+    expiryBatch: 1000,
+    accessTokenLifetime: 1800,
+    refreshTokenLifetime: 15_552_000
   })
   t.ok(Object.isFrozen(DEFAULTS))
 })
 
 t.test('options: defaults are applied', async (t) => {
-  const resolved = resolveOptions({ secret: 'devicehive' })
-  t.strictSame(resolved.key, DH_KEY, 'key derived from the secret')
+  const resolved = resolveOptions({ secret: STRONG })
+  t.strictSame(resolved.key, Buffer.from('test-secret-of-thirty-two-bytes!'), 'key derived from the secret')
+  t.equal(resolved.allowWeakKey, false, 'weak keys refused by default')
   t.equal(resolved.clock, systemClock, 'the system clock')
   for (const name of NAMES) t.equal(resolved[name], DEFAULTS[name], name)
-  t.strictSame(Object.keys(resolved).sort(), ['clock', 'key', ...NAMES].sort(), 'nothing else')
+  t.strictSame(Object.keys(resolved).sort(), ['allowWeakKey', 'clock', 'key', ...NAMES].sort(), 'nothing else')
 })
 
 t.test('options: undefined values take the default', async (t) => {
@@ -62,9 +77,10 @@ t.test('options: undefined values take the default', async (t) => {
 
 t.test('options: given values are kept', async (t) => {
   const clock = manualClock(1000)
-  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxJsonDepth: 3, maxFilterItems: 2, maxFrameBytes: 200, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
-  const resolved = resolveOptions({ key: new Uint8Array([1, 2, 3]), clock, ...given })
+  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxJsonDepth: 3, maxFilterItems: 2, maxFrameBytes: 200, maxReplyBytes: 5000, maxTake: 9, maxHistory: 11, maxSortWindow: 12, accessTokenLifetime: 13, refreshTokenLifetime: 14, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
+  const resolved = resolveOptions({ key: new Uint8Array([1, 2, 3]), allowWeakKey: true, clock, ...given })
   t.strictSame([...resolved.key], [1, 2, 3], 'raw key')
+  t.equal(resolved.allowWeakKey, true)
   t.equal(resolved.clock, clock, 'the given clock')
   for (const name of NAMES) t.equal(resolved[name], given[name], name)
 })
@@ -98,7 +114,7 @@ t.test('options: every numeric option refuses a non-integer or out-of-range numb
 
 t.test('options: an unknown option is a TypeError naming it', async (t) => {
   expectError(t, () => resolveWith({ ticks: 5 }), TypeError,
-    'createBroker: unknown option ticks; expected one of secret, key, clock, tick, maxLifetime, maxPayloadBytes, maxJsonDepth, maxFilterItems, maxFrameBytes, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch',
+    'createBroker: unknown option ticks; expected one of secret, key, allowWeakKey, clock, tick, maxLifetime, maxPayloadBytes, maxJsonDepth, maxFilterItems, maxFrameBytes, maxReplyBytes, maxTake, maxHistory, maxSortWindow, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch, accessTokenLifetime, refreshTokenLifetime',
     'ticks')
   expectError(t, () => resolveWith({ jwtSecret: 'x' }), TypeError, /^createBroker: unknown option jwtSecret;/, 'jwtSecret')
   expectError(t, () => resolveOptions({ foo: undefined } as BrokerOptions), TypeError, /unknown option foo/, 'checked before the key, even when undefined')
@@ -113,9 +129,25 @@ t.test('options: options that are not an object are a TypeError', async (t) => {
 
 t.test('options: key problems surface with the createBroker prefix', async (t) => {
   expectError(t, () => resolveOptions({}), TypeError, /^createBroker: options\.secret .*options\.key .*is required$/, 'neither')
-  expectError(t, () => resolveOptions({ secret: 'devicehive', key: DH_KEY }), TypeError, /^createBroker: pass options\.secret or options\.key, not both$/, 'both')
+  expectError(t, () => resolveOptions({ secret: STRONG, key: DH_KEY }), TypeError, /^createBroker: pass options\.secret or options\.key, not both$/, 'both')
   expectError(t, () => resolveOptions({ secret: '***' }), RangeError, /^createBroker: options\.secret must base64-decode/, 'empty secret')
   expectError(t, () => resolveOptions({ key: new Uint8Array(0) }), RangeError, /^createBroker: options\.key must hold at least one byte/, 'empty key')
+})
+
+t.test('options: a key shorter than 32 bytes is refused unless allowWeakKey', async (t) => {
+  const message = 'createBroker: the key must be at least 32 bytes, received 6 (a secret string is base64-decoded: it needs at least 43 base64 characters); a short HMAC key can be brute-forced from one token. Use a longer secret, or set allowWeakKey: true to accept tokens from a DeviceHive whose JWT_SECRET is short'
+  expectError(t, () => resolveOptions({ secret: 'devicehive' }), RangeError, message, "DeviceHive's demo secret")
+  expectError(t, () => resolveOptions({ key: new Uint8Array(31) }), RangeError, /at least 32 bytes, received 31/, 'a 31-byte key')
+  t.equal(resolveOptions({ key: new Uint8Array(32) }).key.length, 32, 'a 32-byte key')
+  t.strictSame(resolveOptions({ secret: 'devicehive', allowWeakKey: true }).key, DH_KEY, 'allowWeakKey accepts the demo secret')
+  expectError(t, () => resolveOptions({ secret: STRONG, allowWeakKey: 'yes' } as unknown as BrokerOptions), TypeError,
+    'createBroker: options.allowWeakKey must be a boolean, received string "yes"', 'allowWeakKey must be a boolean')
+})
+
+t.test('options: the date of a clock, when given, must be a function', async (t) => {
+  const full: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => {} }
+  t.equal(resolveWith({ clock: { ...full, date: () => 5 } }).clock.date?.(), 5)
+  expectError(t, () => resolveWith({ clock: { ...full, date: 5 } }), TypeError, 'createBroker: options.clock.date must be a function when given, received number 5')
 })
 
 t.test('options: a clock missing a method is a TypeError', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { deviceBody, deviceError, insertBody, insertError, malformed, parse, timestamp, updateBody } from '../lib/schema.js'
+import { bool, deviceBody, deviceError, insertBody, insertError, int, malformed, parse, text, timestamp, updateBody } from '../lib/schema.js'
 
 const issuesOf = (schema: typeof insertBody | typeof deviceBody, value: unknown): Parameters<typeof insertError>[0] => {
   const result = schema.safeParse(value)
@@ -29,16 +29,32 @@ t.test('schema: insert issues map to DeviceHive errors, a wrong type first', asy
   t.match(insertError(issuesOf(insertBody, { command: 'on', lifetime: 2.5 }), 60), lifetime)
   t.match(insertError([], 60), lifetime, 'no issues: the lifetime was above the maximum')
   t.match(insertError(issuesOf(insertBody, { command: 'on', lifetime: 'x' }), 60), malformedJson)
-  t.match(insertError(issuesOf(insertBody, { command: '', status: 5 }), 60), malformedJson, 'a wrong type beats a bad name')
+  t.match(insertError(issuesOf(insertBody, { command: '', status: {} }), 60), malformedJson, 'a wrong type beats a bad name')
   t.match(insertError(issuesOf(insertBody, { command: '', lifetime: 0 }), 60), name, 'a bad name beats a bad lifetime')
 })
 
 t.test('schema: device issues map to DeviceHive errors', async (t) => {
   t.match(deviceError(issuesOf(deviceBody, { name: '' })), { code: 400, error: 'Field cannot be empty. The length of name should not be more than 128 symbols.' })
-  t.match(deviceError(issuesOf(deviceBody, { name: 'x', networkId: '1' })), { code: 400, error: 'Malformed Json received.' })
+  t.match(deviceError(issuesOf(deviceBody, { name: 'x', networkId: 'one' })), { code: 400, error: 'Malformed Json received.' })
 })
 
 t.test('schema: parse returns the data or throws what explain picks', async (t) => {
   t.strictSame(parse(updateBody, { status: null }, malformed), { status: null })
-  t.throws(() => parse(updateBody, { status: 1 }, malformed), { code: 400, error: 'Malformed Json received.' })
+  t.throws(() => parse(updateBody, { status: [] }, malformed), { code: 400, error: 'Malformed Json received.' })
+})
+
+t.test('schema: text, int and bool read JSON types as Gson does', async (t) => {
+  t.equal(text.parse(5), '5', 'a number is its decimal text')
+  t.equal(text.parse(-1.5), '-1.5')
+  t.equal(text.safeParse(Number.NaN).success, false, 'not a finite number: not text')
+  t.equal(text.safeParse(true).success, false, 'a boolean is not text')
+  t.equal(int.parse('42'), 42, 'a numeric string is that number')
+  t.equal(int.parse('-7'), -7)
+  t.equal(int.safeParse('4.2').success, false, 'not an integer')
+  t.equal(int.safeParse('12345678901234567').success, false, 'longer than a safe integer')
+  t.equal(int.safeParse('0x10').success, false)
+  t.equal(bool.parse('true'), true)
+  t.equal(bool.parse('false'), false)
+  t.equal(bool.safeParse('yes').success, false)
+  t.equal(bool.safeParse(1).success, false)
 })

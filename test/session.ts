@@ -88,7 +88,7 @@ t.test('session: authenticate refuses empty, invalid, refresh, expired and non-s
     ['garbage token', undefined, { token: 'not.a.jwt' }, INVALID],
     ['refresh token', undefined, { token: token({ t: 0 }) }, INVALID],
     ['expired token', undefined, { token: token({ e: clock.now() - 1 }) }, EXPIRED],
-    ['token a number', undefined, { token: 42 }, MALFORMED],
+    ['token a number is read as its text', undefined, { token: 42 }, INVALID],
     ['token an object', undefined, { token: { jwt: 'x' } }, MALFORMED],
     ['token an array', undefined, { token: [] }, MALFORMED]
   ]
@@ -160,7 +160,8 @@ t.test('session: via broker.handle, authenticate only validates', async (t) => {
   t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: 'x.y.z' })), INVALID)
   t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: token({ e: clock.now() - 1 }) })), EXPIRED)
   t.strictSame(errorOf(await broker.handle({ action: 'authenticate' })), UNAUTHORIZED)
-  t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: 1 })), MALFORMED)
+  t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: 1 })), INVALID, 'a number is read as its text')
+  t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: {} })), MALFORMED)
   t.strictSame(errorOf(await broker.handle({ action: 'device/get', deviceId: 'lamp-1' })), UNAUTHORIZED, 'nothing remembered')
 })
 
@@ -258,10 +259,11 @@ t.test('session: command/update error rows, in the spec order', async (t) => {
     ['command null', undefined, { deviceId: 'lamp-1', commandId: 1, command: null }, NO_COMMAND],
     ['command missing beats an unknown id', undefined, { deviceId: 'lamp-1', commandId: 999 }, NO_COMMAND],
     ['commandId a string', undefined, { deviceId: 'lamp-1', commandId: 'abc', command }, MALFORMED],
-    ['commandId a numeric string', undefined, { deviceId: 'lamp-1', commandId: '1', command }, MALFORMED],
+    ['commandId a numeric string is that number: unknown id', undefined, { deviceId: 'lamp-1', commandId: '999', command }, { code: 404, error: 'Command with id = 999 not found' }],
     ['commandId a fraction', undefined, { deviceId: 'lamp-1', commandId: 1.5, command }, MALFORMED],
-    ['deviceId a number', undefined, { deviceId: 5, commandId: 1, command }, MALFORMED],
-    ['status a number', undefined, { deviceId: 'lamp-1', commandId: 1, command: { status: 5 } }, MALFORMED],
+    ['deviceId a number is its text: no such device', undefined, { deviceId: 5, commandId: 1, command }, { code: 404, error: 'Device with such deviceId = 5 not found' }],
+    ['deviceId an object', undefined, { deviceId: {}, commandId: 1, command }, MALFORMED],
+    ['status an object', undefined, { deviceId: 'lamp-1', commandId: 1, command: { status: {} } }, MALFORMED],
     ['command a string', undefined, { deviceId: 'lamp-1', commandId: 1, command: 'done' }, MALFORMED],
     ['unknown id', undefined, { deviceId: 'lamp-1', commandId: 999, command }, { code: 404, error: 'Command with id = 999 not found' }],
     ['expired command', undefined, { deviceId: 'lamp-1', commandId: 3, command }, { code: 404, error: 'Command with id = 3 not found' }],
@@ -358,7 +360,9 @@ t.test('session: command/get error rows: device checks, deviceId, commandId, 404
     ['unknown device beats commandId missing', undefined, { deviceId: 'ghost' }, { code: 404, error: 'Device with such deviceId = ghost not found' }],
     ['deviceId missing', undefined, { commandId: 1 }, NO_DEVICE_ID],
     ['deviceId missing beats commandId missing', undefined, {}, NO_DEVICE_ID],
-    ['deviceId a number', undefined, { deviceId: 1, commandId: 1 }, MALFORMED],
+    ['deviceId a number is its text', undefined, { deviceId: 1, commandId: 1 }, { code: 404, error: 'Device with such deviceId = 1 not found' }],
+    ['deviceId an array', undefined, { deviceId: ['lamp-1'], commandId: 1 }, MALFORMED],
+    ['commandId a numeric string is that number', undefined, { deviceId: 'lamp-1', commandId: '1' }, undefined],
     ['commandId missing', undefined, { deviceId: 'lamp-1' }, NO_COMMAND_ID],
     ['commandId null', undefined, { deviceId: 'lamp-1', commandId: null }, NO_COMMAND_ID],
     ['commandId a string', undefined, { deviceId: 'lamp-1', commandId: 'abc' }, MALFORMED],
@@ -471,32 +475,37 @@ t.test('session: command/list skips expired commands; a device with no commands 
     '{"action":"command/list","requestId":2,"status":"success","commands":[]}')
 })
 
-t.test('session: command/list refuses bad values 400 validation, wrong types 400 malformed, and checks the device', async (t) => {
-  const { session, fixture } = await listFixture(t)
+t.test('session: command/list is lenient where DeviceHive is, strict on types it cannot read, and checks the device', async (t) => {
+  const { session, ids, fixture } = await listFixture(t)
   const { token } = fixture
-  for (const [name, fields] of [
-    ['sortField unknown', { sortField: 'name' }],
-    ['sortField empty', { sortField: '' }],
-    ['sortOrder unknown', { sortOrder: 'UP' }],
-    ['take negative', { take: -1 }],
-    ['skip negative', { skip: -1 }]
-  ] as const) {
-    const reply = await session.handle({ action: 'command/list', requestId: name, deviceId: 'lamp-1', ...fields })
-    t.equal(reply.code, 400, name)
-    t.match(reply.error, VALIDATION, name)
-    t.same(Object.keys(reply), ERROR_KEYS, `${name}: error keys`)
-  }
+  t.same(await ids({ sortField: 'name' }), [2, 4, 1, 3], 'an unknown sortField is ignored')
+  t.same(await ids({ sortField: '' }), [2, 4, 1, 3], 'an empty one too')
+  t.same(await ids({ sortField: 'COMMAND', sortOrder: 'desc' }), [1, 3, 4, 2], 'sortField and sortOrder are case-insensitive')
+  t.same(await ids({ sortOrder: 'UP' }), [2, 4, 1, 3], 'an unknown sortOrder is ignored')
+  t.same(await ids({ take: -1 }), [], 'a negative take is an empty list')
+  t.same(await ids({ skip: -1 }), [], 'a negative skip too')
+  t.same(await ids({ take: '2', skip: '1' }), [4, 1], 'numeric strings are numbers')
+  t.same(await ids({ command: 'alpha', names: ['alpha', 'bravo'] }), [2], 'names and command both apply')
+  t.same(await ids({ names: ['alpha', 'delta'] }), [2, 1], 'names')
+  t.same(await ids({ names: [] }), [2, 4, 1, 3], 'an empty names list filters nothing')
+  t.same(await ids({ names: ['delta'], sortField: 'status' }), [1], 'names when sorting by status')
+  const over = await session.handle({ action: 'command/list', requestId: 'take', deviceId: 'lamp-1', take: 1001 })
+  t.equal(over.code, 400, 'take above maxTake')
+  t.match(over.error, /^Validation failed with following violations: take must be at most 1000$/)
+  t.same(Object.keys(over), ERROR_KEYS)
   const rows: Row[] = [
     ['start unparseable', undefined, { deviceId: 'lamp-1', start: 'yesterday' }, MALFORMED],
     ['end an object', undefined, { deviceId: 'lamp-1', end: {} }, MALFORMED],
-    ['command a number', undefined, { deviceId: 'lamp-1', command: 5 }, MALFORMED],
+    ['command an object', undefined, { deviceId: 'lamp-1', command: {} }, MALFORMED],
     ['status a boolean', undefined, { deviceId: 'lamp-1', status: true }, MALFORMED],
-    ['sortField a number', undefined, { deviceId: 'lamp-1', sortField: 5 }, MALFORMED],
+    ['sortField an object', undefined, { deviceId: 'lamp-1', sortField: {} }, MALFORMED],
     ['sortOrder an array', undefined, { deviceId: 'lamp-1', sortOrder: [] }, MALFORMED],
-    ['take a string', undefined, { deviceId: 'lamp-1', take: '20' }, MALFORMED],
+    ['take a non-numeric string', undefined, { deviceId: 'lamp-1', take: 'twenty' }, MALFORMED],
     ['skip a string', undefined, { deviceId: 'lamp-1', skip: 'x' }, MALFORMED],
+    ['names not a list', undefined, { deviceId: 'lamp-1', names: 'alpha' }, MALFORMED],
     ['deviceId missing', undefined, {}, NO_DEVICE_ID],
-    ['deviceId a number', undefined, { deviceId: 1 }, MALFORMED],
+    ['deviceId a number is its text', undefined, { deviceId: 1 }, { code: 404, error: 'Device with such deviceId = 1 not found' }],
+    ['deviceId an object', undefined, { deviceId: {} }, MALFORMED],
     ['unknown device', undefined, { deviceId: 'ghost' }, { code: 404, error: 'Device with such deviceId = ghost not found' }],
     ['action 5 missing', token({ a: [7, 8] }), { deviceId: 'lamp-1' }, DENIED],
     ['other network', token({ n: ['2'] }), { deviceId: 'lamp-1' }, DENIED],
@@ -556,10 +565,13 @@ t.test('session: history replays strictly newer commands, ascending, up to limit
   pushes.length = 0
   await subscribe(session, { deviceId: 'lamp-1' })
   await subscribe(session, { deviceId: 'lamp-1', timestamp: null })
-  await subscribe(session, { deviceId: 'lamp-1', timestamp: iso(0), limit: 0 })
   await subscribe(session, { deviceId: 'lamp-1', timestamp: iso(0), returnUpdatedCommands: true })
   await turn()
-  t.same(pushes, [], 'no timestamp, limit 0, or returnUpdatedCommands: no insert history')
+  t.same(pushes, [], 'no timestamp: no history; returnUpdatedCommands: only updated commands, and none was')
+  await subscribe(session, { deviceId: 'lamp-1', timestamp: iso(0), limit: 0 })
+  await turn()
+  t.same(pushes.map((push) => push.command.command), ['a', 'b', 'c', 'd', 'e'], 'limit 0: no limit but the configured maximum')
+  pushes.length = 0
   await insert('lamp-1', { command: 'live', timestamp: iso(0) })
   t.same(pushes.map((push) => push.command.command), ['live', 'live', 'live', 'live', 'live'],
     'then live pushes, whatever their timestamp, to the five lamp-1 insert subscriptions')
@@ -734,6 +746,15 @@ t.test('session: subscribe checks action 5 and the device', async (t) => {
     ['device of another network', token({ n: ['2'] }), { deviceId: 'lamp-1' }, DENIED],
     ['deviceId empty', undefined, { deviceId: '' }, NO_DEVICE_ID],
     ['invalid token', 'x.y.z', {}, INVALID],
+    ['a network the token does not reach', token({ n: ['1'] }), { networkIds: [1, 2] }, DENIED],
+    ['a device type the token does not reach', token({ n: ['1'], dt: ['1'] }), { deviceTypeIds: [2] }, DENIED],
+    ['a network, for a token without n', token({ n: undefined }), { networkIds: [1] }, DENIED],
+    ['with a device, its networks are checked too', token({ n: ['1'] }), { deviceId: 'lamp-1', networkIds: [2] }, DENIED],
+    ['everything, for a token that reaches no network', token({ n: undefined }), {}, { code: 403, error: 'No access to any device type or network' }],
+    ['everything, for a token of no network', token({ n: [] }), {}, { code: 403, error: 'No access to any device type or network' }],
+    ['everything, for a token of no device type', token({ n: ['1'], dt: [] }), {}, { code: 403, error: 'No access to any device type or network' }],
+    ['names only, for a token that reaches nothing', token({ n: undefined }), { names: ['on'] }, { code: 403, error: 'No access to any device type or network' }],
+    ['networks it reaches', token({ n: ['1', '2'] }), { networkIds: [2] }, undefined],
     ['action 5 alone suffices', token({ a: [5], n: ['1'] }), { deviceId: 'lamp-1' }, undefined]
   ]
   await checkRows(t, session, 'command/subscribe', rows)
@@ -741,7 +762,77 @@ t.test('session: subscribe checks action 5 and the device', async (t) => {
   t.equal(reply.code, 400, 'limit negative')
   t.match(reply.error, VALIDATION)
   const listed = body(await session.handle({ action: 'subscription/list' })).subscriptions as unknown[]
-  t.equal(listed.length, 1, 'only the successful subscribe made a subscription')
+  t.equal(listed.length, 2, 'only the successful subscribes made subscriptions')
+  t.strictSame(errorOf(await session.handle({ action: 'command/unsubscribe' }, token({ a: [3, 7, 8] }))), DENIED, 'unsubscribe needs action 5')
+  t.strictSame(errorOf(await session.handle({ action: 'subscription/list' }, token({ a: [3, 7, 8] }))), DENIED, 'subscription/list needs action 5 or 4')
+  t.equal((await session.handle({ action: 'subscription/list' }, token({ a: [4] }))).status, 'success', 'action 4 suffices for subscription/list')
+})
+
+t.test('session: with a deviceId, a subscription filters by the device alone', async (t) => {
+  const { broker, admin, device, insert } = setup(t)
+  await device('lamp-1', 1, 1)
+  const { session, pushes } = await connect(broker, admin)
+  await subscribe(session, { deviceId: 'lamp-1', networkIds: [1], deviceTypeIds: [1] })
+  await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { networkId: 2, deviceTypeId: 2 } }, admin)
+  await insert('lamp-1', { command: 'moved' })
+  t.same(pushes.map((push) => push.command.command), ['moved'], 'networkIds and deviceTypeIds were an access check, not a filter')
+})
+
+t.test('session: device/delete ends the subscriptions made for that device', async (t) => {
+  const { broker, admin, device, insert } = setup(t)
+  await device('lamp-1', 1, 1)
+  await device('lamp-2', 1, 1)
+  const { session, pushes } = await connect(broker, admin)
+  const gone = await subscribe(session, { deviceId: 'lamp-1' })
+  const goneUpdates = await subscribe(session, { deviceId: 'lamp-1', returnUpdatedCommands: true })
+  const kept = await subscribe(session, { networkIds: [1] })
+  const other = await subscribe(session, { deviceId: 'lamp-2' })
+  await broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
+  t.same((body(await session.handle({ action: 'subscription/list' })).subscriptions as Array<{ subscriptionId: number }>).map((s) => s.subscriptionId),
+    [kept, other], 'the subscriptions made for lamp-1 are gone')
+  t.strictSame(errorOf(await session.handle({ action: 'command/unsubscribe', subscriptionId: gone })), { code: 404, error: `Subscription with id ${gone} was not found` })
+  await device('lamp-1', 1, 1)
+  await insert('lamp-1', { command: 'reborn' })
+  t.same(pushes.map((push) => push.subscriptionId), [kept], 'a device created again does not revive them')
+  t.notOk(pushes.some((push) => push.subscriptionId === goneUpdates))
+})
+
+t.test('session: history of a returnUpdatedCommands subscription: commands updated after timestamp, as command/update', async (t) => {
+  const { broker, admin, device, insert, clock } = setup(t)
+  await device('lamp-1')
+  for (const name of ['a', 'b', 'c']) await insert('lamp-1', { command: name, timestamp: iso(0) })
+  clock.advance(1000)
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 3, command: { status: 'early' } }, admin)
+  clock.advance(1000)
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { status: 'late' } }, admin)
+  const { session, pushes } = await connect(broker, admin)
+  const id = await subscribe(session, { deviceId: 'lamp-1', returnUpdatedCommands: true, timestamp: iso(1000) })
+  await turn()
+  t.same(pushes.map((push) => [push.action, push.subscriptionId, push.command.command, push.command.status]),
+    [['command/update', id, 'a', 'late']], 'only a was updated strictly after the timestamp')
+  pushes.length = 0
+  await subscribe(session, { returnUpdatedCommands: true, timestamp: iso(999) })
+  await turn()
+  t.same(pushes.map((push) => push.command.command), ['a', 'c'], 'both, by command timestamp then id')
+})
+
+t.test('session: replies come in request order, and a read sees the session\'s own earlier writes', async (t) => {
+  const { broker, admin, device, insert } = setup(t)
+  await device('lamp-1')
+  await insert('lamp-1', { command: 'on' })
+  const { session } = await connect(broker, admin)
+  const order: number[] = []
+  const track = (n: number, reply: Promise<Reply>): Promise<Reply> => reply.then((r) => { order.push(n); return r })
+  const update = track(1, session.handle({ action: 'command/update', requestId: 1, deviceId: 'lamp-1', commandId: 1, command: { status: 'done' } }))
+  const get = track(2, session.handle({ action: 'command/get', requestId: 2, deviceId: 'lamp-1', commandId: 1 }))
+  const list = track(3, session.handle({ action: 'command/list', requestId: 3, deviceId: 'lamp-1' }))
+  const inserted = track(4, session.handle({ action: 'command/insert', requestId: 4, deviceId: 'lamp-1', command: { command: 'next' } }))
+  const again = track(5, session.handle({ action: 'command/get', requestId: 5, deviceId: 'lamp-1', commandId: 2 }))
+  await Promise.all([update, get, list, inserted, again])
+  t.same(order, [1, 2, 3, 4, 5], 'in order')
+  t.equal(body(await get).command.status, 'done', 'the get sees the update made before it')
+  t.equal((body(await list).commands as Command[])[0]?.status, 'done', 'and so does the list')
+  t.equal(body(await again).command.command, 'next', 'a get sees the insert made before it')
 })
 
 t.test('session: unsubscribe stops pushes; unknown id 404; no id removes all', async (t) => {
@@ -820,7 +911,7 @@ t.test('session: maxSubscriptionsPerSession refuses the next subscribe with 400'
   t.equal((await session.handle({ action: 'command/subscribe' })).status, 'success', 'room again after an unsubscribe')
 })
 
-t.test('session: permissions are checked for every push: when the subscribing token expires, pushes stop', async (t) => {
+t.test('session: a subscription lives for the session: the expiry of its token does not silence it', async (t) => {
   const { broker, admin, device, insert, token, clock } = setup(t)
   await device('lamp-1')
   const { session, pushes } = await connect(broker, token({ e: clock.now() + 10_000 }))
@@ -829,16 +920,52 @@ t.test('session: permissions are checked for every push: when the subscribing to
   await insert('lamp-1', { command: 'before', lifetime: 100 })
   await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { status: 'ok' } }, admin)
   t.same(pushes.map((push) => push.subscriptionId), [inserts, updates])
-  clock.advance(10_000)
-  await insert('lamp-1', { command: 'at e', lifetime: 5 })
-  t.equal(pushes.length, 3, 'e === now is still valid')
-  clock.advance(1)
+  clock.advance(10_001)
   pushes.length = 0
-  await insert('lamp-1', { command: 'after' })
+  await insert('lamp-1', { command: 'after', lifetime: 5 })
+  await insert('lamp-1', { command: 'updated' })
   await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 3, command: { status: 'ok' } }, admin)
-  clock.advance(5000)
-  t.same(pushes, [], 'no insert, update or expiry push after the token expired')
-  t.strictSame(errorOf(await session.handle({ action: 'subscription/list' })), EXPIRED, 'and the session itself is refused')
+  clock.advance(5000 + 100)
+  t.same(pushes.map((push) => [push.subscriptionId, push.command.command, push.command.status]), [
+    [inserts, 'after', null], [inserts, 'updated', null], [updates, 'updated', 'ok'], [updates, 'after', 'expired']
+  ], 'inserts, updates and expiries are pushed after the token expired')
+  t.strictSame(errorOf(await session.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 1 })), EXPIRED,
+    'while new requests with the expired token are refused')
+  t.same((body(await session.handle({ action: 'subscription/list' })).subscriptions as unknown[]).length, 2,
+    'subscription/list still works with the expired token')
+  t.equal((await session.handle({ action: 'command/unsubscribe', subscriptionId: inserts })).status, 'success', 'and so does unsubscribe')
+  t.equal((await session.handle({ action: 'authenticate', token: admin })).status, 'success', 'authenticating again')
+  t.same((body(await session.handle({ action: 'subscription/list' })).subscriptions as Array<{ subscriptionId: number }>).map((s) => s.subscriptionId),
+    [updates], 'keeps the subscriptions')
+})
+
+t.test('session: a subscription keeps the rights it was made with, and reads where the device is now', async (t) => {
+  const { broker, admin, device, insert, token } = setup(t)
+  await device('lamp-1', 1, 1)
+  const one = await connect(broker, token({ n: ['1'] }))
+  const two = await connect(broker, token({ n: ['2'] }))
+  await subscribe(one.session, { returnUpdatedCommands: true })
+  await subscribe(two.session, { returnUpdatedCommands: true })
+  await subscribe(one.session, {})
+  await subscribe(two.session, {})
+  await insert('lamp-1', { command: 'while in 1' })
+  t.same(one.pushes.map((push) => push.command.command), ['while in 1'])
+  t.same(two.pushes, [])
+  await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { networkId: 2 } }, admin)
+  one.pushes.length = 0
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { status: 'done' } }, admin)
+  await insert('lamp-1', { command: 'while in 2' })
+  t.same(one.pushes, [], 'network 1 no longer sees the device: neither the update of its old command nor the new one')
+  t.same(two.pushes.map((push) => [push.action, push.command.command, push.command.status]),
+    [['command/update', 'while in 1', 'done'], ['command/insert', 'while in 2', null]], 'network 2 sees both')
+  const replay = await connect(broker, token({ n: ['1'] }))
+  await subscribe(replay.session, { timestamp: new Date(START - 1).toISOString() })
+  await turn()
+  t.same(replay.pushes, [], 'nor does network 1 replay its history')
+  const replay2 = await connect(broker, token({ n: ['2'] }))
+  await subscribe(replay2.session, { timestamp: new Date(START - 1).toISOString() })
+  await turn()
+  t.same(replay2.pushes.map((push) => push.command.command), ['while in 1', 'while in 2'], 'network 2 does')
 })
 
 t.test('session: each push checks the subscribing token, not the token the session holds now', async (t) => {
@@ -976,7 +1103,7 @@ t.test('session: pushes to a closed session are dropped, not thrown', async (t) 
 
 t.test('session: a history read the store fails answers 500 and reports ERR_STORE', async (t) => {
   const inner = memoryStore()
-  const store: Store = { ...overridable(inner), commandsAfter: () => { throw new Error('unreadable') } }
+  const store: Store = { ...overridable(inner), scanCommands: () => { throw new Error('unreadable') } }
   const { broker, admin } = setup(t, {}, store)
   const errors: BrokerError[] = []
   broker.on('error', (err) => errors.push(err))
@@ -994,19 +1121,19 @@ t.test('session: a field of the wrong type anywhere is 400 Malformed Json receiv
   const { session, pushes } = await connect(broker, admin)
   const rows: Array<[string, Record<string, unknown>]> = [
     ['command/subscribe', { networkIds: '1' }],
-    ['command/subscribe', { networkIds: ['1'] }],
+    ['command/subscribe', { networkIds: ['x'] }],
     ['command/subscribe', { deviceTypeIds: 1 }],
     ['command/subscribe', { deviceTypeIds: [1.5] }],
-    ['command/subscribe', { names: [1] }],
+    ['command/subscribe', { names: [{}] }],
     ['command/subscribe', { names: 'on' }],
     ['command/subscribe', { limit: 'x' }],
     ['command/subscribe', { returnUpdatedCommands: 'yes' }],
     ['command/subscribe', { timestamp: 'yesterday' }],
-    ['command/subscribe', { deviceId: 5 }],
+    ['command/subscribe', { deviceId: {} }],
     ['command/unsubscribe', { subscriptionId: 'x' }],
     ['command/unsubscribe', { subscriptionId: 1.5 }],
-    ['subscription/list', { type: 5 }],
-    ['authenticate', { token: 5 }]
+    ['subscription/list', { type: {} }],
+    ['authenticate', { token: [] }]
   ]
   for (const [action, fields] of rows) {
     t.strictSame(await session.handle({ action, requestId: 'w', ...fields }),
@@ -1016,5 +1143,19 @@ t.test('session: a field of the wrong type anywhere is 400 Malformed Json receiv
   t.strictSame(await session.handle('{"action":"command/subscribe",'), { code: 400, status: 'error', error: 'Malformed Json received.' }, 'a broken frame')
   await device('lamp-2')
   t.same(pushes, [])
+})
+
+t.test('session: JSON types are read as Gson reads them: numbers as text, numeric strings as numbers, "true" as true', async (t) => {
+  const { broker, admin, device, insert } = setup(t)
+  await device('42', 1, 1)
+  const { session, pushes } = await connect(broker, admin)
+  const id = body(await session.handle({ action: 'command/subscribe', deviceId: 42, networkIds: ['1'], names: [7], returnUpdatedCommands: 'true', limit: '5' })).subscriptionId
+  t.strictSame(body(await session.handle({ action: 'subscription/list', type: 'command' })).subscriptions, [{
+    subscriptionId: id, type: 'command', deviceId: '42', networkIds: [1], deviceTypeIds: null, names: ['7'], timestamp: null
+  }], 'the device id, network ids and names as DeviceHive would read them')
+  await insert('42', { command: 7 })
+  await session.handle({ action: 'command/update', deviceId: '42', commandId: '1', command: { status: 200 } })
+  t.same(pushes.map((push) => [push.action, push.command.command, push.command.status]), [['command/update', '7', '200']])
+  t.equal((await session.handle({ action: 'command/unsubscribe', subscriptionId: String(id) })).status, 'success', 'a numeric string subscription id')
 })
 

@@ -18,7 +18,7 @@ import { sqliteStore } from '../lib/sqlite-store.js'
 import { formatTimestamp } from '../lib/timestamp.js'
 
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url))
-const SECRET = 'devicehive'
+const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const ROUNDS = 22
 const MAX_ACKS = 300
 const TICK = 100
@@ -35,6 +35,8 @@ interface InsertAck {
   userId: number
   before: number
   after: number
+  clockBefore: number
+  clockAfter: number
 }
 interface Updating { k: 'updating', id: number, command: { status?: string | null, result?: unknown }, before: number }
 interface UpdateAck { k: 'update', id: number, command: { status?: string | null, result?: unknown }, before: number, after: number }
@@ -132,7 +134,7 @@ async function round (t: Test, file: string, seed: number, killAfter: number, of
   try {
     const report = await broker.ready
     t.strictSame(report, { expired: due, rearmed: notDue }, `${label}: recovery expired what was due and re-armed the rest`)
-    const expiring = new Map(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 1e9))
+    const expiring = new Map(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 1e9).entries)
     t.equal(expiring.size, notDue, `${label}: nothing due is left in the file`)
     const admin = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: SECRET, now })
 
@@ -142,8 +144,13 @@ async function round (t: Test, file: string, seed: number, killAfter: number, of
       tally.acknowledged++
       const { sent } = ack
       const lifetime = sent.lifetime ?? null
-      // Lifetimed commands carry no client timestamp: the reply's is the broker's clock at acceptance.
-      const expiresAt = lifetime === null ? null : epoch(ack.timestamp) + lifetime * 1000
+      // A lifetime runs on the broker's timing clock from its acceptance: the stored expiry must
+      // fall in the window the child measured around the call. A command no longer stored had
+      // its expiry at the earliest in that window.
+      const stored = expiring.get(ack.id)
+      const earliest = lifetime === null ? null : ack.clockBefore + lifetime * 1000
+      const latest = lifetime === null ? null : ack.clockAfter + lifetime * 1000
+      const expiresAt = stored ?? earliest
       const reply = await broker.handle({ action: 'command/get', requestId: ack.id, deviceId: start.device.id, commandId: ack.id }, admin)
       if (expiresAt !== null && expiresAt <= now) {
         const gone = reply.status === 'error' && reply.code === 404 && reply.error === `Command with id = ${ack.id} not found` && !expiring.has(ack.id)
@@ -183,8 +190,9 @@ async function round (t: Test, file: string, seed: number, killAfter: number, of
         return {
           ...original,
           lastUpdated: at >= u.before && at <= after ? (actual as Command).lastUpdated : 'outside the update call',
-          status: 'status' in u.command ? u.command.status ?? null : original.status,
-          result: 'result' in u.command ? (u.command.result ?? null) as Command['result'] : original.result
+          // null is "not sent": the stored value stays, as DeviceHive reads it.
+          status: u.command.status !== undefined && u.command.status !== null ? u.command.status : original.status,
+          result: u.command.result !== undefined && u.command.result !== null ? u.command.result as Command['result'] : original.result
         }
       }
       const update = updates.get(ack.id)
@@ -196,7 +204,7 @@ async function round (t: Test, file: string, seed: number, killAfter: number, of
       } else if (maybe !== undefined && isDeepStrictEqual(actual, updated(maybe))) {
         expected = updated(maybe)
       }
-      const armed = expiresAt === null ? !expiring.has(ack.id) : expiring.get(ack.id) === expiresAt
+      const armed = earliest === null || latest === null ? !expiring.has(ack.id) : stored !== undefined && stored >= earliest && stored <= latest
       if (replyOk && armed && isDeepStrictEqual(actual, expected)) {
         tally.present++
         tally.recovered++
@@ -214,7 +222,7 @@ async function round (t: Test, file: string, seed: number, killAfter: number, of
     // each pending acknowledged command was reported expired exactly once.
     const before = expired.length
     clock.advance(3600_000 + 2 * TICK)
-    t.equal(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 1e9).length, 0, `${label}: every re-armed command fired`)
+    t.equal(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 1e9).entries.length, 0, `${label}: every re-armed command fired`)
     const fired = expired.slice(before).map((command) => command.id)
     t.ok(pendingIds.every((id) => fired.filter((x) => x === id).length === 1), `${label}: the ${pendingIds.length} pending acknowledged commands were re-armed and expired`)
     t.strictSame(errors, [], `${label}: no broker errors`)

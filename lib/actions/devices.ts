@@ -1,0 +1,106 @@
+// device/save, device/get and device/delete (spec §12).
+import { Action, canSee } from '../auth.js'
+import { ProtocolError } from '../errors.js'
+import { serialiseJson } from '../limits.js'
+import { ACCESS_DENIED, DEVICE_ID_INVALID, DEVICE_NAME_INVALID, DEVICE_REQUIRED } from '../messages.js'
+import { deviceBody, deviceError, parse } from '../schema.js'
+import { nextTurn, STEP_EXAMINE } from '../turns.js'
+import { toDevice } from '../wire.js'
+import { again, type Request, type Result } from './request.js'
+
+const DEVICE_ID = /^[a-zA-Z0-9-]{1,48}$/
+
+/**
+ * `device/save` (permission 6): creates the device, or changes the fields present in
+ * `device` (null reads as absent, as in DeviceHive); `name` is required to create one.
+ */
+export function save (request: Request): Result | Promise<Result> {
+  const { core, msg } = request
+  const grant = core.grant(request.session, request.token)
+  const deviceId = core.deviceId(grant, Action.RegisterDevice, msg)
+  if (!DEVICE_ID.test(deviceId)) throw new ProtocolError(400, DEVICE_ID_INVALID)
+  if (msg.device === undefined || msg.device === null) throw new ProtocolError(400, DEVICE_REQUIRED)
+  const body = parse(deviceBody, msg.device, deviceError)
+  // A device of this id is being deleted: the new one waits until its commands are gone.
+  const deletion = core.deletions.get(deviceId)
+  if (deletion !== undefined) return deletion.then(() => again(request, save), () => again(request, save))
+  const existing = core.store.getDevice(deviceId)
+  if (existing === undefined && (body.name === undefined || body.name === null)) throw new ProtocolError(400, DEVICE_NAME_INVALID)
+  const device = {
+    id: deviceId,
+    name: body.name ?? existing?.name as string,
+    data: body.data === undefined || body.data === null ? existing?.data ?? null : serialiseJson('data', body.data, core.options),
+    networkId: body.networkId ?? existing?.networkId ?? null,
+    deviceTypeId: body.deviceTypeId ?? existing?.deviceTypeId ?? null,
+    isBlocked: body.isBlocked ?? existing?.isBlocked ?? false
+  }
+  // A token must reach the device both where it is and where it is going.
+  if ((existing !== undefined && !canSee(grant, existing.networkId, existing.deviceTypeId)) ||
+      !canSee(grant, device.networkId, device.deviceTypeId)) {
+    throw new ProtocolError(403, ACCESS_DENIED)
+  }
+  if (existing === undefined && core.store.deleteCommands(deviceId, STEP_EXAMINE) > 0) {
+    // Commands of an earlier device of this id, left by a deletion a crash cut short: gone
+    // first, in bounded steps, or they would belong to the new device.
+    return purge(request, deviceId).then(() => again(request, save))
+  }
+  // Writes accepted before this one commit first, so they see the device as it was.
+  core.writes.flush()
+  core.store.saveDevice(device)
+  return undefined
+}
+
+/** `device/get` (permission 3). */
+export function get (request: Request): Result {
+  const { core } = request
+  const grant = core.grant(request.session, request.token)
+  return { device: toDevice(core.device(grant, Action.GetDevice, request.msg)) }
+}
+
+/**
+ * `device/delete` (permission 6): the device goes at once, and with it every subscription
+ * made for it; its commands, invisible from then on, are deleted in bounded steps, a turn
+ * each, before the reply.
+ */
+export async function remove (request: Request): Promise<Result> {
+  const { core } = request
+  const grant = core.grant(request.session, request.token)
+  const { id } = core.device(grant, Action.RegisterDevice, request.msg)
+  // Inserts accepted before the delete commit first, and are deleted with the device.
+  core.writes.flush()
+  core.store.deleteDevice(id)
+  core.pending.forget(id)
+  for (const subscriber of core.fanOut.forDevice(id)) subscriber.end?.()
+  try {
+    await purge(request, id)
+  } catch (err) {
+    // The device is gone and its commands with it, as far as any reader can tell: the reply
+    // says so. What is left is deleted before a device of this id is saved again.
+    core.fail('ERR_STORE', `deleting the commands of device ${id} failed; they stay invisible, and go when a device of this id is saved again`, err)
+  }
+  return undefined
+}
+
+// Deletes the commands of a device id that no longer exists, a bounded step per turn. A new
+// device of the id waits for it (see `save`). Their expiry timers are left to fire: they find
+// nothing, which costs less than finding each timer now.
+function purge (request: Request, deviceId: string): Promise<void> {
+  const { core } = request
+  let deletion = core.deletions.get(deviceId)
+  if (deletion === undefined) {
+    // Registered before it can settle (`finally` runs a microtask later), so the entry is
+    // always there while the deletion runs, and always gone after.
+    const running = deleteAll(request, deviceId).finally(() => { core.deletions.delete(deviceId) })
+    core.deletions.set(deviceId, running)
+    deletion = running
+  }
+  return deletion
+}
+
+async function deleteAll (request: Request, deviceId: string): Promise<void> {
+  const { core } = request
+  while (core.store.deleteCommands(deviceId, STEP_EXAMINE) >= STEP_EXAMINE) {
+    await nextTurn()
+    if (core.closed) return
+  }
+}
