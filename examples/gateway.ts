@@ -1,6 +1,8 @@
 // A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
 // connection, frames in, replies and pushes out, commands in a SQLite file on disk.
 // `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
+// Meant to be copied: a client that sends oversized or invalid frames loses its own
+// connection and nothing else.
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
@@ -13,6 +15,8 @@ export interface GatewayOptions {
   host?: string
   port?: number
   clock?: Clock
+  /** Where warnings go. Default `console.error`. */
+  log?: (line: string) => void
 }
 
 export interface Gateway {
@@ -23,24 +27,19 @@ export interface Gateway {
 }
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
-  const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock } = options
+  const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock, log = console.error } = options
   const broker = createBroker(sqliteStore(file), { secret, ...(clock === undefined ? {} : { clock }) })
-  broker.on('error', (err) => { console.error(`[gateway] ${err.code}: ${err.message}`) })
+  broker.on('error', (err) => { log(`[gateway] ${err.code}: ${err.message}`) })
   const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
   server.on('connection', (socket) => {
-    const send = (message: object): void => {
-      if (socket.readyState !== WebSocket.OPEN) return
-      try {
-        socket.send(JSON.stringify(message))
-      } catch (err) {
-        console.error(`[gateway] could not send a reply: ${String(err)}`)
-      }
+    // A frame over maxPayload, or text that is not UTF-8: ws closes with 1009 or 1007 after this.
+    socket.on('error', (err) => { log(`[gateway] closing a connection: ${err.message}`) })
+    try {
+      serve(socket, broker, log)
+    } catch (err) {
+      log(`[gateway] could not open a session: ${String(err)}`)
+      socket.close(1011)
     }
-    const session = broker.session(send)
-    // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
-    // goes out before that subscription's first push.
-    socket.on('message', (data) => { void session.handle(String(data)).then(send) })
-    socket.on('close', () => { session.close() })
   })
   try {
     await once(server, 'listening')
@@ -60,6 +59,26 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
       await broker.close()
     }
   }
+}
+
+/** One connection: its frames go to a broker session, replies and pushes come back. */
+function serve (socket: WebSocket, broker: Broker, log: (line: string) => void): void {
+  const send = (message: object): void => {
+    if (socket.readyState !== WebSocket.OPEN) return
+    socket.send(JSON.stringify(message))
+  }
+  const session = broker.session(send)
+  // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
+  // goes out before that subscription's first push. A binary frame is read as UTF-8 text.
+  const fail = (err: unknown): void => { log(`[gateway] a message failed: ${String(err)}`) }
+  socket.on('message', (data) => {
+    try {
+      session.handle(String(data)).then(send).catch(fail)
+    } catch (err) {
+      fail(err)
+    }
+  })
+  socket.on('close', () => { session.close() })
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -1,10 +1,11 @@
-// The example gateway over a real WebSocket: the round trip a DeviceHive client and device make.
+// The example gateway over real sockets: the round trip a DeviceHive client and device make,
+// then hostile clients (oversized and invalid frames).
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
-import { startGateway } from '../examples/gateway.js'
+import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
 import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
 
@@ -44,6 +45,39 @@ class Client {
   get queued (): number {
     return this.#inbox.length
   }
+
+  /** The close code the server's close frame carried (1006 if there was none). */
+  closed (): Promise<number> {
+    if (this.socket.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed: the code is lost'))
+    return new Promise((resolve) => { this.socket.once('close', resolve) })
+  }
+}
+
+/** A gateway on a free port over a fresh file, with its log lines kept; closed at teardown. */
+async function openGateway (t: Test, options: GatewayOptions = {}): Promise<{ gateway: Gateway, logs: string[], dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  const logs: string[] = []
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: (line) => { logs.push(line) }, ...options })
+  t.teardown(async () => {
+    await gateway.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { gateway, logs, dir }
+}
+
+let served = 0
+
+/** Asserts the gateway still serves a new client: authenticate, then a request and its reply. */
+async function assertServes (t: Test, gateway: Gateway, token = gateway.adminToken): Promise<void> {
+  const client = await new Client(gateway.url).open()
+  const id = `probe-${++served}`
+  t.strictSame(await client.request({ action: 'authenticate', requestId: 1, token }),
+    { action: 'authenticate', requestId: 1, status: 'success' }, 'a new client authenticates')
+  t.strictSame(await client.request({ action: 'device/save', requestId: 2, deviceId: id, device: { name: id, networkId: 1 } }),
+    { action: 'device/save', requestId: 2, status: 'success' }, 'and gets its reply')
+  const closed = client.closed()
+  client.socket.close()
+  await closed
 }
 
 t.test('example-gateway: a client and a device make the full round trip over WebSocket', async (t) => {
@@ -126,3 +160,51 @@ t.test('example-gateway: a client and a device make the full round trip over Web
   client.socket.close()
   device.socket.close()
 })
+
+t.test('example-gateway: a frame over 1 MiB closes only its connection, with 1009', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  const bystander = await new Client(gateway.url).open()
+  const hostile = await new Client(gateway.url).open()
+  hostile.socket.on('error', () => {})
+  const code = hostile.closed()
+  hostile.socket.send(Buffer.alloc(1024 * 1024 + 100, 'a'))
+  t.equal(await code, 1009, 'the client hears "message too big"')
+  t.match(logs, [/^\[gateway\] closing a connection: Max payload size exceeded$/])
+  t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
+    'a client connected before is still served')
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: a text frame that is not UTF-8 closes only its connection, with 1007', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  const bystander = await new Client(gateway.url).open()
+  const hostile = await new Client(gateway.url).open()
+  hostile.socket.on('error', () => {})
+  const code = hostile.closed()
+  // ws sends a Buffer as a text frame as is, without checking it.
+  hostile.socket.send(Buffer.from([0xff, 0xfe, 0xfd, 0xfc]), { binary: false })
+  t.equal(await code, 1007, 'the client hears "invalid frame payload data"')
+  t.match(logs, [/^\[gateway\] closing a connection: Invalid WebSocket frame: invalid UTF-8 sequence$/])
+  t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
+    'a client connected before is still served')
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: a binary frame is read as text', async (t) => {
+  const { gateway } = await openGateway(t)
+  const client = await new Client(gateway.url).open()
+  client.socket.send(Buffer.from(JSON.stringify({ action: 'authenticate', requestId: 1, token: gateway.adminToken })), { binary: true })
+  t.strictSame(await client.next(), { action: 'authenticate', requestId: 1, status: 'success' })
+  client.socket.send(Buffer.from('not json'), { binary: true })
+  t.strictSame(await client.next(), { code: 400, status: 'error', error: 'Malformed Json received.' })
+  client.socket.close()
+})
+
+t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  await gateway.broker.close()
+  const client = await new Client(gateway.url).open()
+  t.equal(await client.closed(), 1011, 'internal error')
+  t.match(logs, [/^\[gateway\] could not open a session: BrokerError: broker.session: the broker is closed$/])
+})
+
