@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { WebSocket, WebSocketServer } from 'ws'
-import { createBroker, signToken, sqliteStore, type Broker, type Clock } from '../lib/index.js'
+import { createBroker, signToken, sqliteStore, type Broker, type BrokerOptions, type Clock } from '../lib/index.js'
 
 export interface GatewayOptions {
   file?: string
@@ -28,9 +28,19 @@ export interface Gateway {
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
   const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock, log = console.error } = options
-  const broker = createBroker(sqliteStore(file), { secret, ...(clock === undefined ? {} : { clock }) })
-  broker.on('error', (err) => { log(`[gateway] ${err.code}: ${err.message}`) })
+  // Bind the port before opening the database: a second copy on a busy port fails here
+  // (EADDRINUSE) without having touched the first one's file.
   const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
+  let broker: Broker
+  try {
+    await once(server, 'listening')
+    broker = openBroker(file, { secret, ...(clock === undefined ? {} : { clock }) })
+  } catch (err) {
+    server.close()
+    throw err
+  }
+  broker.on('error', (err) => { log(`[gateway] ${err.code}: ${err.message}`) })
+  server.on('error', (err) => { log(`[gateway] server: ${err.message}`) })
   server.on('connection', (socket) => {
     // A frame over maxPayload, or text that is not UTF-8: ws closes with 1009 or 1007 after this.
     socket.on('error', (err) => { log(`[gateway] closing a connection: ${err.message}`) })
@@ -41,23 +51,26 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
       socket.close(1011)
     }
   })
-  try {
-    await once(server, 'listening')
-  } catch (err) {
-    await broker.close()
-    throw err
-  }
-  const address = server.address() as AddressInfo
   const now = clock?.now() ?? Date.now()
   return {
     broker,
-    url: `ws://${host}:${address.port}/api/websocket`,
+    url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret }),
     async close () {
       for (const client of server.clients) client.terminate()
       await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
       await broker.close()
     }
+  }
+}
+
+function openBroker (file: string, options: BrokerOptions): Broker {
+  const store = sqliteStore(file)
+  try {
+    return createBroker(store, options)
+  } catch (err) {
+    void store.close()
+    throw err
   }
 }
 

@@ -1,6 +1,6 @@
 // The example gateway over real sockets: the round trip a DeviceHive client and device make,
-// then hostile clients (oversized and invalid frames).
-import { mkdtempSync, rmSync } from 'node:fs'
+// then hostile clients (oversized and invalid frames) and a busy port.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -198,6 +198,31 @@ t.test('example-gateway: a binary frame is read as text', async (t) => {
   client.socket.send(Buffer.from('not json'), { binary: true })
   t.strictSame(await client.next(), { code: 400, status: 'error', error: 'Malformed Json received.' })
   client.socket.close()
+})
+
+t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE before creating its database', async (t) => {
+  const { gateway, dir } = await openGateway(t)
+  const port = Number(new URL(gateway.url).port)
+  const second = join(dir, 'second.db')
+  const logs: string[] = []
+  const error = await startGateway({ file: second, secret: 'devicehive', port, log: (line) => { logs.push(line) } }).then(
+    () => t.fail('the second gateway started'), (err: unknown) => err)
+  t.match(error, { code: 'EADDRINUSE', message: /EADDRINUSE/ })
+  t.notOk(existsSync(second), 'the second database file was never created')
+  t.strictSame(logs, [])
+  await assertServes(t, gateway)
+})
+
+
+t.test('example-gateway: a broker option createBroker refuses fails the start, and releases the port and the file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  // Found once the port is bound and the file opened: both are released (an open port would
+  // keep this process from exiting; an open SQLite file keeps its -wal file).
+  const file = join(dir, 'hub.db')
+  await t.rejects(startGateway({ file, secret: '', port: 0 }), { name: 'RangeError', message: /options\.secret/ })
+  t.ok(existsSync(file), 'the file was opened')
+  t.notOk(existsSync(`${file}-wal`), 'and closed')
 })
 
 t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
