@@ -1,8 +1,8 @@
 // A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
 // connection, frames in, replies and pushes out, commands in a SQLite file on disk.
 // `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
-// Meant to be copied: a client that sends oversized or invalid frames loses its own
-// connection and nothing else.
+// Meant to be copied: a client that sends oversized or invalid frames, or stops reading, loses
+// its own connection and nothing else.
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
@@ -15,6 +15,8 @@ export interface GatewayOptions {
   host?: string
   port?: number
   clock?: Clock
+  /** Most bytes a connection may have queued and unsent before it is closed with 1008. Default 4 MiB. */
+  maxBufferedBytes?: number
   /** Where warnings go. Default `console.error`. */
   log?: (line: string) => void
 }
@@ -27,7 +29,13 @@ export interface Gateway {
 }
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
-  const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock, log = console.error } = options
+  const {
+    file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock,
+    maxBufferedBytes = 4 * 1024 * 1024, log = console.error
+  } = options
+  if (!Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes < 1) {
+    throw new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`)
+  }
   // Bind the port before opening the database: a second copy on a busy port fails here
   // (EADDRINUSE) without having touched the first one's file.
   const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
@@ -45,7 +53,7 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
     // A frame over maxPayload, or text that is not UTF-8: ws closes with 1009 or 1007 after this.
     socket.on('error', (err) => { log(`[gateway] closing a connection: ${err.message}`) })
     try {
-      serve(socket, broker, log)
+      serve(socket, broker, maxBufferedBytes, log)
     } catch (err) {
       log(`[gateway] could not open a session: ${String(err)}`)
       socket.close(1011)
@@ -75,10 +83,19 @@ function openBroker (file: string, options: BrokerOptions): Broker {
 }
 
 /** One connection: its frames go to a broker session, replies and pushes come back. */
-function serve (socket: WebSocket, broker: Broker, log: (line: string) => void): void {
+function serve (socket: WebSocket, broker: Broker, maxBufferedBytes: number, log: (line: string) => void): void {
   const send = (message: object): void => {
     if (socket.readyState !== WebSocket.OPEN) return
-    socket.send(JSON.stringify(message))
+    const text = JSON.stringify(message)
+    // A client that stops reading would make unsent output pile up in this process without
+    // end. One message always goes out onto an empty queue, however large.
+    if (socket.bufferedAmount > 0 && socket.bufferedAmount + Buffer.byteLength(text) > maxBufferedBytes) {
+      log(`[gateway] closing a connection that is not reading: ${socket.bufferedAmount} bytes unsent`)
+      session.close()
+      socket.close(1008, 'not reading')
+      return
+    }
+    socket.send(text)
   }
   const session = broker.session(send)
   // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
@@ -96,7 +113,13 @@ function serve (socket: WebSocket, broker: Broker, log: (line: string) => void):
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const secret = process.env.JWT_SECRET ?? 'devicehive'
-  const gateway = await startGateway({ file: process.env.DB_FILE ?? 'command-broker.db', secret, port: Number(process.env.PORT ?? 8080) })
+  const maxBufferedBytes = process.env.MAX_BUFFERED_BYTES
+  const gateway = await startGateway({
+    file: process.env.DB_FILE ?? 'command-broker.db',
+    secret,
+    port: Number(process.env.PORT ?? 8080),
+    ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes: Number(maxBufferedBytes) })
+  })
   const recovered = await gateway.broker.ready
   console.log(`command-broker gateway listening on ${gateway.url}`)
   console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)

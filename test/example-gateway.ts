@@ -1,6 +1,8 @@
 // The example gateway over real sockets: the round trip a DeviceHive client and device make,
-// then hostile clients (oversized and invalid frames) and a busy port.
+// then hostile clients (oversized and invalid frames, a client that stops reading) and a busy
+// port.
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -50,6 +52,11 @@ class Client {
   closed (): Promise<number> {
     if (this.socket.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed: the code is lost'))
     return new Promise((resolve) => { this.socket.once('close', resolve) })
+  }
+
+  /** The TCP socket under the WebSocket, to stop reading from it. */
+  get tcp (): Socket {
+    return (this.socket as unknown as { _socket: Socket })._socket
   }
 }
 
@@ -200,6 +207,47 @@ t.test('example-gateway: a binary frame is read as text', async (t) => {
   client.socket.close()
 })
 
+t.test('example-gateway: a client that stops reading is closed with 1008 and the gateway serves on', async (t) => {
+  const maxBufferedBytes = 256 * 1024
+  const { gateway, logs } = await openGateway(t, { maxBufferedBytes })
+  const writer = await new Client(gateway.url).open()
+  t.equal((await writer.request({ action: 'authenticate', requestId: 0, token: gateway.adminToken })).status, 'success')
+  t.equal((await writer.request({ action: 'device/save', requestId: 0, deviceId: 'firehose', device: { name: 'Firehose', networkId: 1 } })).status, 'success')
+  const reader = await new Client(gateway.url).open()
+  t.equal((await reader.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success')
+  t.equal((await reader.request({ action: 'command/subscribe', requestId: 2, deviceId: 'firehose' })).status, 'success')
+  reader.tcp.pause()
+
+  // ~60 kB a push: the kernel's socket buffers fill first (some MB on loopback), then the
+  // gateway's own queue, until one more push would pass the bound.
+  const blob = 'x'.repeat(60_000)
+  let inserted = 0
+  const statuses = new Set<unknown>()
+  while (!logs.some((line) => line.includes('not reading')) && inserted < 1000) {
+    statuses.add((await writer.request({ action: 'command/insert', requestId: 3, deviceId: 'firehose', command: { command: 'fill', parameters: { blob } } })).status)
+    inserted++
+  }
+  t.strictSame([...statuses], ['success'], 'the writer was served throughout')
+  t.match(logs, [/^\[gateway\] closing a connection that is not reading: \d+ bytes unsent$/], `dropped after ${inserted} inserts`)
+  const unsent = Number(/(\d+) bytes unsent/.exec(logs[0] ?? '')?.[1])
+  t.ok(unsent > 0 && unsent <= maxBufferedBytes, `at most maxBufferedBytes were queued (${unsent})`)
+
+  // Nothing more goes to the dropped connection.
+  const after = await writer.request({ action: 'command/insert', requestId: 4, deviceId: 'firehose', command: { command: 'after' } })
+  t.equal(after.status, 'success')
+  await assertServes(t, gateway)
+
+  // Reading again, the client gets what was queued, then the close frame.
+  const code = reader.closed()
+  reader.tcp.resume()
+  t.equal(await code, 1008, 'policy violation')
+  const pushes = []
+  while (reader.queued > 0) pushes.push(await reader.next())
+  t.ok(pushes.length > 0 && pushes.length < inserted, `the client got the ${pushes.length} pushes sent before the bound, not all ${inserted}`)
+  t.ok(pushes.every((push) => (push.command as { command: string }).command === 'fill'), 'and not the command inserted after')
+})
+
+
 t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE before creating its database', async (t) => {
   const { gateway, dir } = await openGateway(t)
   const port = Number(new URL(gateway.url).port)
@@ -223,6 +271,17 @@ t.test('example-gateway: a broker option createBroker refuses fails the start, a
   await t.rejects(startGateway({ file, secret: '', port: 0 }), { name: 'RangeError', message: /options\.secret/ })
   t.ok(existsSync(file), 'the file was opened')
   t.notOk(existsSync(`${file}-wal`), 'and closed')
+})
+
+t.test('example-gateway: a bad maxBufferedBytes fails before listening or opening anything', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'hub.db')
+  for (const maxBufferedBytes of [0, -1, 1.5, Number.NaN]) {
+    await t.rejects(startGateway({ file, secret: 'devicehive', port: 0, maxBufferedBytes }),
+      new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`))
+  }
+  t.notOk(existsSync(file))
 })
 
 t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
