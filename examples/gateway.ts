@@ -3,18 +3,22 @@
 // `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
 // Meant to be copied: a client that sends oversized or invalid frames, or stops reading, loses
 // its own connection and nothing else.
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { WebSocket, WebSocketServer } from 'ws'
-import { createBroker, signToken, sqliteStore, type Broker, type BrokerOptions, type Clock } from '../lib/index.js'
+import { createBroker, DEFAULTS, signToken, sqliteStore, type Broker, type BrokerOptions } from '../lib/index.js'
 
-export interface GatewayOptions {
+/** startGateway's own options; any other createBroker option (clock, limits) is passed on. */
+export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
+  /** SQLite file. Default `command-broker.db`. */
   file?: string
-  secret?: string
+  /** DeviceHive's JWT_SECRET. Default: 32 random bytes, base64, so only tokens this gateway signs work. */
+  secret?: string | undefined
   host?: string
+  /** 0 picks a free port. Default 8080. */
   port?: number
-  clock?: Clock
   /** Most bytes a connection may have queued and unsent before it is closed with 1008. Default 4 MiB. */
   maxBufferedBytes?: number
   /** Where warnings go. Default `console.error`. */
@@ -30,19 +34,22 @@ export interface Gateway {
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
   const {
-    file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock,
-    maxBufferedBytes = 4 * 1024 * 1024, log = console.error
+    file = 'command-broker.db', secret: given, host = '127.0.0.1', port = 8080,
+    maxBufferedBytes = 4 * 1024 * 1024, log = console.error, ...brokerOptions
   } = options
   if (!Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes < 1) {
     throw new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`)
   }
+  const secret = given ?? randomBytes(32).toString('base64')
+  if (given === undefined) log('[gateway] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set to its secret')
+  const maxPayload = brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes
   // Bind the port before opening the database: a second copy on a busy port fails here
   // (EADDRINUSE) without having touched the first one's file.
-  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
+  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload })
   let broker: Broker
   try {
     await once(server, 'listening')
-    broker = openBroker(file, { secret, ...(clock === undefined ? {} : { clock }) })
+    broker = openBroker(file, { ...brokerOptions, secret })
   } catch (err) {
     server.close()
     throw err
@@ -59,7 +66,7 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
       socket.close(1011)
     }
   })
-  const now = clock?.now() ?? Date.now()
+  const now = brokerOptions.clock?.now() ?? Date.now()
   return {
     broker,
     url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
@@ -112,18 +119,16 @@ function serve (socket: WebSocket, broker: Broker, maxBufferedBytes: number, log
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const secret = process.env.JWT_SECRET ?? 'devicehive'
   const maxBufferedBytes = process.env.MAX_BUFFERED_BYTES
   const gateway = await startGateway({
     file: process.env.DB_FILE ?? 'command-broker.db',
-    secret,
+    secret: process.env.JWT_SECRET,
     port: Number(process.env.PORT ?? 8080),
     ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes: Number(maxBufferedBytes) })
   })
   const recovered = await gateway.broker.ready
   console.log(`command-broker gateway listening on ${gateway.url}`)
   console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
-  if (process.env.JWT_SECRET === undefined) console.log('JWT_SECRET not set: using the demo secret "devicehive"')
   console.log(`admin token (24 h): ${gateway.adminToken}`)
   const stop = (): void => { void gateway.close().then(() => process.exit(0)) }
   process.once('SIGINT', stop)

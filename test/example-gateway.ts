@@ -284,6 +284,28 @@ t.test('example-gateway: a bad maxBufferedBytes fails before listening or openin
   t.notOk(existsSync(file))
 })
 
+t.test('example-gateway: without a secret it makes a random one and refuses the demo secret', async (t) => {
+  const { gateway, logs } = await openGateway(t, { secret: undefined })
+  t.match(logs, [/^\[gateway\] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set/])
+  const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive' })
+  const client = await new Client(gateway.url).open()
+  t.match(await client.request({ action: 'authenticate', requestId: 1, token: demo }), { status: 'error', code: 401 })
+  client.socket.close()
+  await assertServes(t, gateway)
+})
+
+
+t.test('example-gateway: other options go to createBroker, and maxFrameBytes bounds WebSocket frames too', async (t) => {
+  const { gateway } = await openGateway(t, { maxFrameBytes: 1000 })
+  const client = await new Client(gateway.url).open()
+  client.socket.send('x'.repeat(1000))
+  t.strictSame(await client.next(), { code: 400, status: 'error', error: 'Malformed Json received.' }, 'a frame of maxFrameBytes reaches the broker')
+  const code = client.closed()
+  client.socket.send('x'.repeat(1001))
+  t.equal(await code, 1009, 'one byte more is refused by ws')
+  await assertServes(t, gateway)
+})
+
 t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
   const { gateway, logs } = await openGateway(t)
   await gateway.broker.close()
