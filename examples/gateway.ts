@@ -32,6 +32,9 @@ export interface Gateway {
   close: () => Promise<void>
 }
 
+/** How long close() waits for clients to answer its 1001 before cutting them off. */
+const CLOSE_GRACE_MS = 1000
+
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
   const {
     file = 'command-broker.db', secret: given, host = '127.0.0.1', port = 8080,
@@ -72,8 +75,13 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
     url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret }),
     async close () {
-      for (const client of server.clients) client.terminate()
-      await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+      // Stop accepting; ask every client to go away (1001), and cut off those that do not
+      // answer in time. The server's close callback runs once every connection has ended.
+      const stopped = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+      for (const client of server.clients) client.close(1001, 'server shutting down')
+      const cutOff = setTimeout(() => { for (const client of server.clients) client.terminate() }, CLOSE_GRACE_MS).unref()
+      await stopped
+      clearTimeout(cutOff)
       await broker.close()
     }
   }

@@ -1,6 +1,6 @@
 // The example gateway over real sockets: the round trip a DeviceHive client and device make,
-// then hostile clients (oversized and invalid frames, a client that stops reading) and a busy
-// port.
+// then hostile clients (oversized and invalid frames, a client that stops reading), a busy
+// port, and shutdown.
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -305,6 +305,27 @@ t.test('example-gateway: other options go to createBroker, and maxFrameBytes bou
   t.equal(await code, 1009, 'one byte more is refused by ws')
   await assertServes(t, gateway)
 })
+
+t.test('example-gateway: close() sends clients 1001, cuts off one that does not answer, and closes the broker', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: () => {} })
+  const polite = await new Client(gateway.url).open()
+  const deaf = await new Client(gateway.url).open()
+  deaf.socket.on('error', () => {})
+  deaf.tcp.pause()
+  const politeCode = polite.closed()
+  const deafClosed = deaf.closed()
+  await gateway.close()
+  t.equal(await politeCode, 1001, 'going away')
+  deaf.tcp.resume()
+  await deafClosed
+  t.pass('close() resolved although one client never answered its close frame')
+  t.match(await gateway.broker.handle({ action: 'command/list', deviceId: 'x' }, gateway.adminToken), { code: 503 }, 'the broker is closed')
+  await gateway.close()
+  t.pass('close() again resolves')
+})
+
 
 t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
   const { gateway, logs } = await openGateway(t)
