@@ -127,18 +127,27 @@ function serve (socket: WebSocket, broker: Broker, maxBufferedBytes: number, log
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const maxBufferedBytes = process.env.MAX_BUFFERED_BYTES
+  const env = process.env
   const gateway = await startGateway({
-    file: process.env.DB_FILE ?? 'command-broker.db',
-    secret: process.env.JWT_SECRET,
-    port: Number(process.env.PORT ?? 8080),
-    ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes: Number(maxBufferedBytes) })
+    file: env.DB_FILE ?? 'command-broker.db',
+    secret: env.JWT_SECRET,
+    port: Number(env.PORT ?? 8080),
+    ...(env.MAX_BUFFERED_BYTES === undefined ? {} : { maxBufferedBytes: Number(env.MAX_BUFFERED_BYTES) })
+  }).catch((err: unknown) => {
+    console.error(`[gateway] could not start: ${err instanceof Error ? err.message : String(err)}`)
+    process.exit(1)
   })
-  const recovered = await gateway.broker.ready
+  // Once only: a Ctrl-C under npm arrives twice, from the terminal and forwarded by npm.
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    void gateway.close().then(() => process.exit(0))
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
   console.log(`command-broker gateway listening on ${gateway.url}`)
-  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
   console.log(`admin token (24 h): ${gateway.adminToken}`)
-  const stop = (): void => { void gateway.close().then(() => process.exit(0)) }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
+  const recovered = await gateway.broker.ready
+  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
 }

@@ -1,10 +1,12 @@
 // The example gateway over real sockets: the round trip a DeviceHive client and device make,
 // then hostile clients (oversized and invalid frames, a client that stops reading), a busy
-// port, and shutdown.
+// port, shutdown, and the command line under SIGTERM.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
 import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
@@ -12,6 +14,7 @@ import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
+const GATEWAY = fileURLToPath(new URL('../examples/gateway.ts', import.meta.url))
 
 // A WebSocket client whose incoming frames can be awaited one by one, in order.
 class Client {
@@ -247,7 +250,6 @@ t.test('example-gateway: a client that stops reading is closed with 1008 and the
   t.ok(pushes.every((push) => (push.command as { command: string }).command === 'fill'), 'and not the command inserted after')
 })
 
-
 t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE before creating its database', async (t) => {
   const { gateway, dir } = await openGateway(t)
   const port = Number(new URL(gateway.url).port)
@@ -260,7 +262,6 @@ t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE b
   t.strictSame(logs, [])
   await assertServes(t, gateway)
 })
-
 
 t.test('example-gateway: a broker option createBroker refuses fails the start, and releases the port and the file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
@@ -294,7 +295,6 @@ t.test('example-gateway: without a secret it makes a random one and refuses the 
   await assertServes(t, gateway)
 })
 
-
 t.test('example-gateway: other options go to createBroker, and maxFrameBytes bounds WebSocket frames too', async (t) => {
   const { gateway } = await openGateway(t, { maxFrameBytes: 1000 })
   const client = await new Client(gateway.url).open()
@@ -326,7 +326,6 @@ t.test('example-gateway: close() sends clients 1001, cuts off one that does not 
   t.pass('close() again resolves')
 })
 
-
 t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
   const { gateway, logs } = await openGateway(t)
   await gateway.broker.close()
@@ -335,3 +334,63 @@ t.test('example-gateway: a connection after the broker closed is refused with 10
   t.match(logs, [/^\[gateway\] could not open a session: BrokerError: broker.session: the broker is closed$/])
 })
 
+interface Cli {
+  child: ChildProcessWithoutNullStreams
+  /** What it has printed so far. */
+  output: () => { stdout: string, stderr: string }
+  /** Its exit code and signal, once it has exited and its output is all read. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>
+}
+
+/**
+ * Runs the command-line gateway (examples/gateway.ts as the main module) in a child process
+ * with `env` added to this one's; JWT_SECRET and MAX_BUFFERED_BYTES are unset unless given.
+ */
+function runCli (t: Test, env: Record<string, string>): Cli {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env }
+  for (const name of ['JWT_SECRET', 'MAX_BUFFERED_BYTES'] as const) if (env[name] === undefined) delete childEnv[name]
+  // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
+  const child = spawn(process.execPath, [...process.execArgv, GATEWAY], { env: childEnv })
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => { child.on('close', (code, signal) => { resolve([code, signal]) }) })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  return { child, output: () => ({ stdout, stderr }), exited }
+}
+
+t.test('example-gateway: the command line prints its URL, serves, and exits 0 on SIGTERM', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const { child, output, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db') })
+  const started = new Promise<[string, string]>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const url = /listening on (ws:\S+)\n/.exec(output().stdout)?.[1]
+      const token = /admin token \(24 h\): (\S+)\n/.exec(output().stdout)?.[1]
+      if (url !== undefined && token !== undefined) resolve([url, token])
+    })
+    void exited.then(() => { reject(new Error(`the gateway exited before starting: ${output().stderr}`)) })
+  })
+  const [url, adminToken] = await started
+  t.match(url, /^ws:\/\/127\.0\.0\.1:\d+\/api\/websocket$/)
+  t.match(output().stderr, /JWT_SECRET not set: generated a random secret/)
+  const client = await new Client(url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token: adminToken })).status, 'success')
+  const code = client.closed()
+  child.kill('SIGTERM')
+  t.equal(await code, 1001, 'the connected client is told the server is going away')
+  t.strictSame(await exited, [0, null], 'the gateway exits 0 by itself')
+})
+
+t.test('example-gateway: the command line on a busy port exits 1 with one clear line and no database', async (t) => {
+  const { gateway, dir } = await openGateway(t)
+  const port = new URL(gateway.url).port
+  const file = join(dir, 'second.db')
+  const { output, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: 'devicehive' })
+  t.strictSame(await exited, [1, null])
+  t.equal(output().stdout, '')
+  t.match(output().stderr, new RegExp(`^\\[gateway\\] could not start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}$`, 'm'))
+  t.notOk(existsSync(file), 'the database file was never created')
+  await assertServes(t, gateway)
+})
