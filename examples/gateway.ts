@@ -1,18 +1,28 @@
 // A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
 // connection, frames in, replies and pushes out, commands in a SQLite file on disk.
 // `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
+// Meant to be copied: a client that sends oversized or invalid frames, or stops reading, loses
+// its own connection and nothing else.
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { WebSocket, WebSocketServer } from 'ws'
-import { createBroker, signToken, sqliteStore, type Broker, type Clock } from '../lib/index.js'
+import { createBroker, DEFAULTS, signToken, sqliteStore, type Broker, type BrokerOptions } from '../lib/index.js'
 
-export interface GatewayOptions {
+/** startGateway's own options; any other createBroker option (clock, limits) is passed on. */
+export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
+  /** SQLite file. Default `command-broker.db`. */
   file?: string
-  secret?: string
+  /** DeviceHive's JWT_SECRET. Default: 32 random bytes, base64, so only tokens this gateway signs work. */
+  secret?: string | undefined
   host?: string
+  /** 0 picks a free port. Default 8080. */
   port?: number
-  clock?: Clock
+  /** Most bytes a connection may have queued and unsent before it is closed with 1008. Default 4 MiB. */
+  maxBufferedBytes?: number
+  /** Where warnings go. Default `console.error`. */
+  log?: (line: string) => void
 }
 
 export interface Gateway {
@@ -22,55 +32,122 @@ export interface Gateway {
   close: () => Promise<void>
 }
 
+/** How long close() waits for clients to answer its 1001 before cutting them off. */
+const CLOSE_GRACE_MS = 1000
+
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
-  const { file = 'command-broker.db', secret = 'devicehive', host = '127.0.0.1', port = 8080, clock } = options
-  const broker = createBroker(sqliteStore(file), { secret, ...(clock === undefined ? {} : { clock }) })
-  broker.on('error', (err) => { console.error(`[gateway] ${err.code}: ${err.message}`) })
-  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: 1 << 20 })
-  server.on('connection', (socket) => {
-    const send = (message: object): void => {
-      if (socket.readyState !== WebSocket.OPEN) return
-      try {
-        socket.send(JSON.stringify(message))
-      } catch (err) {
-        console.error(`[gateway] could not send a reply: ${String(err)}`)
-      }
-    }
-    const session = broker.session(send)
-    // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
-    // goes out before that subscription's first push.
-    socket.on('message', (data) => { void session.handle(String(data)).then(send) })
-    socket.on('close', () => { session.close() })
-  })
+  const {
+    file = 'command-broker.db', secret: given, host = '127.0.0.1', port = 8080,
+    maxBufferedBytes = 4 * 1024 * 1024, log = console.error, ...brokerOptions
+  } = options
+  if (!Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes < 1) {
+    throw new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`)
+  }
+  const secret = given ?? randomBytes(32).toString('base64')
+  if (given === undefined) log('[gateway] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set to its secret')
+  const maxPayload = brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes
+  // Bind the port before opening the database: a second copy on a busy port fails here
+  // (EADDRINUSE) without having touched the first one's file.
+  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload })
+  let broker: Broker
   try {
     await once(server, 'listening')
+    broker = openBroker(file, { ...brokerOptions, secret })
   } catch (err) {
-    await broker.close()
+    server.close()
     throw err
   }
-  const address = server.address() as AddressInfo
-  const now = clock?.now() ?? Date.now()
+  broker.on('error', (err) => { log(`[gateway] ${err.code}: ${err.message}`) })
+  server.on('error', (err) => { log(`[gateway] server: ${err.message}`) })
+  server.on('connection', (socket) => {
+    // A frame over maxPayload, or text that is not UTF-8: ws closes with 1009 or 1007 after this.
+    socket.on('error', (err) => { log(`[gateway] closing a connection: ${err.message}`) })
+    try {
+      serve(socket, broker, maxBufferedBytes, log)
+    } catch (err) {
+      log(`[gateway] could not open a session: ${String(err)}`)
+      socket.close(1011)
+    }
+  })
+  const now = brokerOptions.clock?.now() ?? Date.now()
   return {
     broker,
-    url: `ws://${host}:${address.port}/api/websocket`,
+    url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret }),
     async close () {
-      for (const client of server.clients) client.terminate()
-      await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+      // Stop accepting; ask every client to go away (1001), and cut off those that do not
+      // answer in time. The server's close callback runs once every connection has ended.
+      const stopped = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+      for (const client of server.clients) client.close(1001, 'server shutting down')
+      const cutOff = setTimeout(() => { for (const client of server.clients) client.terminate() }, CLOSE_GRACE_MS).unref()
+      await stopped
+      clearTimeout(cutOff)
       await broker.close()
     }
   }
 }
 
+function openBroker (file: string, options: BrokerOptions): Broker {
+  const store = sqliteStore(file)
+  try {
+    return createBroker(store, options)
+  } catch (err) {
+    void store.close()
+    throw err
+  }
+}
+
+/** One connection: its frames go to a broker session, replies and pushes come back. */
+function serve (socket: WebSocket, broker: Broker, maxBufferedBytes: number, log: (line: string) => void): void {
+  const send = (message: object): void => {
+    if (socket.readyState !== WebSocket.OPEN) return
+    const text = JSON.stringify(message)
+    // A client that stops reading would make unsent output pile up in this process without
+    // end. One message always goes out onto an empty queue, however large.
+    if (socket.bufferedAmount > 0 && socket.bufferedAmount + Buffer.byteLength(text) > maxBufferedBytes) {
+      log(`[gateway] closing a connection that is not reading: ${socket.bufferedAmount} bytes unsent`)
+      session.close()
+      socket.close(1008, 'not reading')
+      return
+    }
+    socket.send(text)
+  }
+  const session = broker.session(send)
+  // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
+  // goes out before that subscription's first push. A binary frame is read as UTF-8 text.
+  const fail = (err: unknown): void => { log(`[gateway] a message failed: ${String(err)}`) }
+  socket.on('message', (data) => {
+    try {
+      session.handle(String(data)).then(send).catch(fail)
+    } catch (err) {
+      fail(err)
+    }
+  })
+  socket.on('close', () => { session.close() })
+}
+
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const secret = process.env.JWT_SECRET ?? 'devicehive'
-  const gateway = await startGateway({ file: process.env.DB_FILE ?? 'command-broker.db', secret, port: Number(process.env.PORT ?? 8080) })
-  const recovered = await gateway.broker.ready
+  const env = process.env
+  const gateway = await startGateway({
+    file: env.DB_FILE ?? 'command-broker.db',
+    secret: env.JWT_SECRET,
+    port: Number(env.PORT ?? 8080),
+    ...(env.MAX_BUFFERED_BYTES === undefined ? {} : { maxBufferedBytes: Number(env.MAX_BUFFERED_BYTES) })
+  }).catch((err: unknown) => {
+    console.error(`[gateway] could not start: ${err instanceof Error ? err.message : String(err)}`)
+    process.exit(1)
+  })
+  // Once only: a Ctrl-C under npm arrives twice, from the terminal and forwarded by npm.
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    void gateway.close().then(() => process.exit(0))
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
   console.log(`command-broker gateway listening on ${gateway.url}`)
-  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
-  if (process.env.JWT_SECRET === undefined) console.log('JWT_SECRET not set: using the demo secret "devicehive"')
   console.log(`admin token (24 h): ${gateway.adminToken}`)
-  const stop = (): void => { void gateway.close().then(() => process.exit(0)) }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
+  const recovered = await gateway.broker.ready
+  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
 }

@@ -1,14 +1,20 @@
-// The example gateway over a real WebSocket: the round trip a DeviceHive client and device make.
-import { mkdtempSync, rmSync } from 'node:fs'
+// The example gateway over real sockets: the round trip a DeviceHive client and device make,
+// then hostile clients (oversized and invalid frames, a client that stops reading), a busy
+// port, shutdown, and the command line under SIGTERM.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import { fileURLToPath } from 'node:url'
+import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
-import { startGateway } from '../examples/gateway.js'
+import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
 import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
+const GATEWAY = fileURLToPath(new URL('../examples/gateway.ts', import.meta.url))
 
 // A WebSocket client whose incoming frames can be awaited one by one, in order.
 class Client {
@@ -44,6 +50,44 @@ class Client {
   get queued (): number {
     return this.#inbox.length
   }
+
+  /** The close code the server's close frame carried (1006 if there was none). */
+  closed (): Promise<number> {
+    if (this.socket.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed: the code is lost'))
+    return new Promise((resolve) => { this.socket.once('close', resolve) })
+  }
+
+  /** The TCP socket under the WebSocket, to stop reading from it. */
+  get tcp (): Socket {
+    return (this.socket as unknown as { _socket: Socket })._socket
+  }
+}
+
+/** A gateway on a free port over a fresh file, with its log lines kept; closed at teardown. */
+async function openGateway (t: Test, options: GatewayOptions = {}): Promise<{ gateway: Gateway, logs: string[], dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  const logs: string[] = []
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: (line) => { logs.push(line) }, ...options })
+  t.teardown(async () => {
+    await gateway.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { gateway, logs, dir }
+}
+
+let served = 0
+
+/** Asserts the gateway still serves a new client: authenticate, then a request and its reply. */
+async function assertServes (t: Test, gateway: Gateway, token = gateway.adminToken): Promise<void> {
+  const client = await new Client(gateway.url).open()
+  const id = `probe-${++served}`
+  t.strictSame(await client.request({ action: 'authenticate', requestId: 1, token }),
+    { action: 'authenticate', requestId: 1, status: 'success' }, 'a new client authenticates')
+  t.strictSame(await client.request({ action: 'device/save', requestId: 2, deviceId: id, device: { name: id, networkId: 1 } }),
+    { action: 'device/save', requestId: 2, status: 'success' }, 'and gets its reply')
+  const closed = client.closed()
+  client.socket.close()
+  await closed
 }
 
 t.test('example-gateway: a client and a device make the full round trip over WebSocket', async (t) => {
@@ -125,4 +169,228 @@ t.test('example-gateway: a client and a device make the full round trip over Web
   t.strictSame(await device.next(), { code: 400, status: 'error', error: 'Malformed Json received.' })
   client.socket.close()
   device.socket.close()
+})
+
+t.test('example-gateway: a frame over 1 MiB closes only its connection, with 1009', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  const bystander = await new Client(gateway.url).open()
+  const hostile = await new Client(gateway.url).open()
+  hostile.socket.on('error', () => {})
+  const code = hostile.closed()
+  hostile.socket.send(Buffer.alloc(1024 * 1024 + 100, 'a'))
+  t.equal(await code, 1009, 'the client hears "message too big"')
+  t.match(logs, [/^\[gateway\] closing a connection: Max payload size exceeded$/])
+  t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
+    'a client connected before is still served')
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: a text frame that is not UTF-8 closes only its connection, with 1007', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  const bystander = await new Client(gateway.url).open()
+  const hostile = await new Client(gateway.url).open()
+  hostile.socket.on('error', () => {})
+  const code = hostile.closed()
+  // ws sends a Buffer as a text frame as is, without checking it.
+  hostile.socket.send(Buffer.from([0xff, 0xfe, 0xfd, 0xfc]), { binary: false })
+  t.equal(await code, 1007, 'the client hears "invalid frame payload data"')
+  t.match(logs, [/^\[gateway\] closing a connection: Invalid WebSocket frame: invalid UTF-8 sequence$/])
+  t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
+    'a client connected before is still served')
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: a binary frame is read as text', async (t) => {
+  const { gateway } = await openGateway(t)
+  const client = await new Client(gateway.url).open()
+  client.socket.send(Buffer.from(JSON.stringify({ action: 'authenticate', requestId: 1, token: gateway.adminToken })), { binary: true })
+  t.strictSame(await client.next(), { action: 'authenticate', requestId: 1, status: 'success' })
+  client.socket.send(Buffer.from('not json'), { binary: true })
+  t.strictSame(await client.next(), { code: 400, status: 'error', error: 'Malformed Json received.' })
+  client.socket.close()
+})
+
+t.test('example-gateway: a client that stops reading is closed with 1008 and the gateway serves on', async (t) => {
+  const maxBufferedBytes = 256 * 1024
+  const { gateway, logs } = await openGateway(t, { maxBufferedBytes })
+  const writer = await new Client(gateway.url).open()
+  t.equal((await writer.request({ action: 'authenticate', requestId: 0, token: gateway.adminToken })).status, 'success')
+  t.equal((await writer.request({ action: 'device/save', requestId: 0, deviceId: 'firehose', device: { name: 'Firehose', networkId: 1 } })).status, 'success')
+  const reader = await new Client(gateway.url).open()
+  t.equal((await reader.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success')
+  t.equal((await reader.request({ action: 'command/subscribe', requestId: 2, deviceId: 'firehose' })).status, 'success')
+  reader.tcp.pause()
+
+  // ~60 kB a push: the kernel's socket buffers fill first (some MB on loopback), then the
+  // gateway's own queue, until one more push would pass the bound.
+  const blob = 'x'.repeat(60_000)
+  let inserted = 0
+  const statuses = new Set<unknown>()
+  while (!logs.some((line) => line.includes('not reading')) && inserted < 1000) {
+    statuses.add((await writer.request({ action: 'command/insert', requestId: 3, deviceId: 'firehose', command: { command: 'fill', parameters: { blob } } })).status)
+    inserted++
+  }
+  t.strictSame([...statuses], ['success'], 'the writer was served throughout')
+  t.match(logs, [/^\[gateway\] closing a connection that is not reading: \d+ bytes unsent$/], `dropped after ${inserted} inserts`)
+  const unsent = Number(/(\d+) bytes unsent/.exec(logs[0] ?? '')?.[1])
+  t.ok(unsent > 0 && unsent <= maxBufferedBytes, `at most maxBufferedBytes were queued (${unsent})`)
+
+  // Nothing more goes to the dropped connection.
+  const after = await writer.request({ action: 'command/insert', requestId: 4, deviceId: 'firehose', command: { command: 'after' } })
+  t.equal(after.status, 'success')
+  await assertServes(t, gateway)
+
+  // Reading again, the client gets what was queued, then the close frame.
+  const code = reader.closed()
+  reader.tcp.resume()
+  t.equal(await code, 1008, 'policy violation')
+  const pushes = []
+  while (reader.queued > 0) pushes.push(await reader.next())
+  t.ok(pushes.length > 0 && pushes.length < inserted, `the client got the ${pushes.length} pushes sent before the bound, not all ${inserted}`)
+  t.ok(pushes.every((push) => (push.command as { command: string }).command === 'fill'), 'and not the command inserted after')
+})
+
+t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE before creating its database', async (t) => {
+  const { gateway, dir } = await openGateway(t)
+  const port = Number(new URL(gateway.url).port)
+  const second = join(dir, 'second.db')
+  const logs: string[] = []
+  const error = await startGateway({ file: second, secret: 'devicehive', port, log: (line) => { logs.push(line) } }).then(
+    () => t.fail('the second gateway started'), (err: unknown) => err)
+  t.match(error, { code: 'EADDRINUSE', message: /EADDRINUSE/ })
+  t.notOk(existsSync(second), 'the second database file was never created')
+  t.strictSame(logs, [])
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: a broker option createBroker refuses fails the start, and releases the port and the file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  // Found once the port is bound and the file opened: both are released (an open port would
+  // keep this process from exiting; an open SQLite file keeps its -wal file).
+  const file = join(dir, 'hub.db')
+  await t.rejects(startGateway({ file, secret: '', port: 0 }), { name: 'RangeError', message: /options\.secret/ })
+  t.ok(existsSync(file), 'the file was opened')
+  t.notOk(existsSync(`${file}-wal`), 'and closed')
+})
+
+t.test('example-gateway: a bad maxBufferedBytes fails before listening or opening anything', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'hub.db')
+  for (const maxBufferedBytes of [0, -1, 1.5, Number.NaN]) {
+    await t.rejects(startGateway({ file, secret: 'devicehive', port: 0, maxBufferedBytes }),
+      new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`))
+  }
+  t.notOk(existsSync(file))
+})
+
+t.test('example-gateway: without a secret it makes a random one and refuses the demo secret', async (t) => {
+  const { gateway, logs } = await openGateway(t, { secret: undefined })
+  t.match(logs, [/^\[gateway\] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set/])
+  const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive' })
+  const client = await new Client(gateway.url).open()
+  t.match(await client.request({ action: 'authenticate', requestId: 1, token: demo }), { status: 'error', code: 401 })
+  client.socket.close()
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: other options go to createBroker, and maxFrameBytes bounds WebSocket frames too', async (t) => {
+  const { gateway } = await openGateway(t, { maxFrameBytes: 1000 })
+  const client = await new Client(gateway.url).open()
+  client.socket.send('x'.repeat(1000))
+  t.strictSame(await client.next(), { code: 400, status: 'error', error: 'Malformed Json received.' }, 'a frame of maxFrameBytes reaches the broker')
+  const code = client.closed()
+  client.socket.send('x'.repeat(1001))
+  t.equal(await code, 1009, 'one byte more is refused by ws')
+  await assertServes(t, gateway)
+})
+
+t.test('example-gateway: close() sends clients 1001, cuts off one that does not answer, and closes the broker', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: () => {} })
+  const polite = await new Client(gateway.url).open()
+  const deaf = await new Client(gateway.url).open()
+  deaf.socket.on('error', () => {})
+  deaf.tcp.pause()
+  const politeCode = polite.closed()
+  const deafClosed = deaf.closed()
+  await gateway.close()
+  t.equal(await politeCode, 1001, 'going away')
+  deaf.tcp.resume()
+  await deafClosed
+  t.pass('close() resolved although one client never answered its close frame')
+  t.match(await gateway.broker.handle({ action: 'command/list', deviceId: 'x' }, gateway.adminToken), { code: 503 }, 'the broker is closed')
+  await gateway.close()
+  t.pass('close() again resolves')
+})
+
+t.test('example-gateway: a connection after the broker closed is refused with 1011 and the process lives', async (t) => {
+  const { gateway, logs } = await openGateway(t)
+  await gateway.broker.close()
+  const client = await new Client(gateway.url).open()
+  t.equal(await client.closed(), 1011, 'internal error')
+  t.match(logs, [/^\[gateway\] could not open a session: BrokerError: broker.session: the broker is closed$/])
+})
+
+interface Cli {
+  child: ChildProcessWithoutNullStreams
+  /** What it has printed so far. */
+  output: () => { stdout: string, stderr: string }
+  /** Its exit code and signal, once it has exited and its output is all read. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>
+}
+
+/**
+ * Runs the command-line gateway (examples/gateway.ts as the main module) in a child process
+ * with `env` added to this one's; JWT_SECRET and MAX_BUFFERED_BYTES are unset unless given.
+ */
+function runCli (t: Test, env: Record<string, string>): Cli {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env }
+  for (const name of ['JWT_SECRET', 'MAX_BUFFERED_BYTES'] as const) if (env[name] === undefined) delete childEnv[name]
+  // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
+  const child = spawn(process.execPath, [...process.execArgv, GATEWAY], { env: childEnv })
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => { child.on('close', (code, signal) => { resolve([code, signal]) }) })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  return { child, output: () => ({ stdout, stderr }), exited }
+}
+
+t.test('example-gateway: the command line prints its URL, serves, and exits 0 on SIGTERM', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const { child, output, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db') })
+  const started = new Promise<[string, string]>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const url = /listening on (ws:\S+)\n/.exec(output().stdout)?.[1]
+      const token = /admin token \(24 h\): (\S+)\n/.exec(output().stdout)?.[1]
+      if (url !== undefined && token !== undefined) resolve([url, token])
+    })
+    void exited.then(() => { reject(new Error(`the gateway exited before starting: ${output().stderr}`)) })
+  })
+  const [url, adminToken] = await started
+  t.match(url, /^ws:\/\/127\.0\.0\.1:\d+\/api\/websocket$/)
+  t.match(output().stderr, /JWT_SECRET not set: generated a random secret/)
+  const client = await new Client(url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token: adminToken })).status, 'success')
+  const code = client.closed()
+  child.kill('SIGTERM')
+  t.equal(await code, 1001, 'the connected client is told the server is going away')
+  t.strictSame(await exited, [0, null], 'the gateway exits 0 by itself')
+})
+
+t.test('example-gateway: the command line on a busy port exits 1 with one clear line and no database', async (t) => {
+  const { gateway, dir } = await openGateway(t)
+  const port = new URL(gateway.url).port
+  const file = join(dir, 'second.db')
+  const { output, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: 'devicehive' })
+  t.strictSame(await exited, [1, null])
+  t.equal(output().stdout, '')
+  t.match(output().stderr, new RegExp(`^\\[gateway\\] could not start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}$`, 'm'))
+  t.notOk(existsSync(file), 'the database file was never created')
+  await assertServes(t, gateway)
 })
