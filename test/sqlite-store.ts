@@ -1,11 +1,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
-import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
-import type { CommandQuery, Store } from '../lib/store.js'
+import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../lib/sqlite-store.js'
+import type { CommandQuery, DeviceRecord, Store } from '../lib/store.js'
 import { command, device, storeSuite } from './fixtures/store-suite.js'
+import { expectError as expectOptionError, thrown } from './fixtures/throws.js'
 
 const dir = t.testdir()
 let files = 0
@@ -320,4 +322,106 @@ t.test('sqlite-store: lists and history use an index', async (t) => {
     t.ok(details.some((d) => d.includes('commands_device_time')), `${label}: searches the device's range`)
   }
   t.match(plans.get('history of a device')?.join(';'), /commands_device_time/)
+})
+
+t.test('sqlite-store: deviceCacheBytes is checked before the file is created', async (t) => {
+  const filename = file()
+  for (const bad of ['8', null, true, {}]) {
+    expectOptionError(t, () => sqliteStore(filename, { deviceCacheBytes: bad as unknown as number }), TypeError,
+      /^sqliteStore: options\.deviceCacheBytes must be an integer, received /, `deviceCacheBytes ${JSON.stringify(bad)}`)
+  }
+  for (const bad of [-1, 1.5, Number.NaN, Infinity, 2 ** 53]) {
+    expectOptionError(t, () => sqliteStore(filename, { deviceCacheBytes: bad }), RangeError,
+      `sqliteStore: options.deviceCacheBytes must be an integer from 0 to 9007199254740991, received number ${String(bad)}`, `deviceCacheBytes ${String(bad)}`)
+  }
+  t.equal(fs.existsSync(filename), false, 'no file was created')
+  for (const good of [0, 1, Number.MAX_SAFE_INTEGER]) sqliteStore(':memory:', { deviceCacheBytes: good }).close()
+})
+
+// The device cache at its three settings: off, smaller than a few devices, and the default.
+const CACHES: Array<[string, SqliteStoreOptions]> = [
+  ['no device cache', { deviceCacheBytes: 0 }],
+  ['a tiny device cache', { deviceCacheBytes: 2048 }],
+  ['the default device cache', {}]
+]
+
+for (const [label, options] of CACHES) {
+  t.test(`sqlite-store: devices read back right with ${label}`, async (t) => {
+    const store = sqliteStore(file(), options)
+    t.teardown(() => store.close())
+    const expected = new Map<string, DeviceRecord>()
+    const save = (d: DeviceRecord): void => {
+      store.saveDevice(d)
+      expected.set(d.id, d)
+    }
+    const check = (what: string, ids: string[]): void => {
+      const wrong = ids.filter((id) => {
+        const read = store.getDevice(id)
+        return !(read === undefined ? !expected.has(id) : Object.isFrozen(read) && isDeepStrictEqual(read, expected.get(id)))
+      })
+      t.strictSame(wrong, [], `${what}: every device reads back as last saved, frozen`)
+    }
+    const ids = Array.from({ length: 300 }, (_, i) => `dev-${i}`)
+    for (const [i, id] of ids.entries()) {
+      save(device({ id, name: `name ${i}`, data: i % 4 === 0 ? null : JSON.stringify('x'.repeat((i * 37) % 3000)), networkId: i, isBlocked: i % 2 === 0 }))
+    }
+    check('in order', ids)
+    check('in reverse', [...ids].reverse())
+    for (const [i, id] of ids.entries()) {
+      if (i % 3 === 0) save(device({ id, name: `renamed ${i}`, data: `{"i":${i}}` }))
+      if (i % 5 === 0) {
+        store.deleteDevice(id)
+        expected.delete(id)
+      }
+    }
+    check('after replacing a third and deleting a fifth', ids)
+    check('again', [...ids, 'never-saved'])
+
+    // A device larger than the whole tiny cache is never kept, and never hides a later save.
+    save(device({ id: 'big', data: '"small"' }))
+    check('small', ['big'])
+    save(device({ id: 'big', data: JSON.stringify('y'.repeat(5000)) }))
+    check('grown past the tiny cache', ['big'])
+    save(device({ id: 'big', data: '"small again"' }))
+    check('small again', ['big'])
+
+    // A rolled-back save is not served from the cache: it may hold the undone write.
+    const kept = device({ id: 'rolled', name: 'kept' })
+    save(kept)
+    check('before the rollback', ['rolled'])
+    const failure = new Error('roll back')
+    t.equal(thrown(() => store.transaction(() => {
+      store.saveDevice(device({ id: 'rolled', name: 'undone' }))
+      store.saveDevice(device({ id: 'rolled-new', name: 'undone' }))
+      t.equal(store.getDevice('rolled')?.name, 'undone', 'inside the transaction, its own write is seen')
+      throw failure
+    })), failure)
+    check('after the rollback', ['rolled', 'rolled-new'])
+  })
+}
+
+t.test('sqlite-store: the device cache holds no more than deviceCacheBytes', async (t) => {
+  // Seen from outside: a device changed in the file behind the store's back is served as it
+  // was while it stays cached, and read afresh once evicted. After 100 devices are saved and
+  // read, then all changed behind its back, those still served as they were are the cached ones.
+  // Read back from the most recently used: a hit moves nothing out, so none is missed.
+  const cases: Array<[string, SqliteStoreOptions, (stale: number) => boolean]> = [
+    ['off', { deviceCacheBytes: 0 }, (stale) => stale === 0],
+    // Each device holds 100 characters of data, at least 100 bytes: at most 40 fit in 4096.
+    ['4096 bytes', { deviceCacheBytes: 4096 }, (stale) => stale >= 1 && stale * 100 <= 4096],
+    ['the default', {}, (stale) => stale === 100]
+  ]
+  for (const [label, options, ok] of cases) {
+    const filename = file()
+    const store = sqliteStore(filename, options)
+    const ids = Array.from({ length: 100 }, (_, i) => `d${i}`)
+    for (const id of ids) store.saveDevice(device({ id, name: 'as saved', data: JSON.stringify('x'.repeat(98)) }))
+    for (const id of ids) store.getDevice(id)
+    const behind = new Database(filename)
+    behind.prepare("UPDATE devices SET name = 'changed behind its back'").run()
+    behind.close()
+    const stale = [...ids].reverse().filter((id) => store.getDevice(id)?.name === 'as saved').length
+    t.ok(ok(stale), `${label}: ${stale} of 100 devices served from the cache`)
+    await store.close()
+  }
 })
