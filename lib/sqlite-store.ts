@@ -1,4 +1,3 @@
-import { resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
@@ -54,7 +53,8 @@ const DEVICE_OVERHEAD = 400
  * `Database`, which the store then uses but does not close.
  *
  * Throws `BrokerError` `ERR_SCHEMA` for a file written by a newer version of
- * this library, and whatever better-sqlite3 throws for an unreadable file.
+ * this library, and whatever better-sqlite3 throws for an unreadable file. A
+ * failed call leaves nothing open: no connection, no thread.
  */
 export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): Store {
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
@@ -75,25 +75,24 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
   }
   const owned = typeof pathOrDatabase === 'string'
   const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
-  let checkpointer: Checkpointer | undefined
   try {
+    // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
+    // temporary databases. Absolute: the checkpointer must open this file even if the process
+    // changes directory.
+    const file = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").pluck().get() as string
     if (owned) {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${synchronous}`)
     }
     migrate(db)
-    if (owned && checkpoint === 'background' && !db.memory) {
+    const background = owned && file !== '' && checkpoint === 'background'
+    if (background) {
       db.pragma('wal_autocheckpoint = 0')
       // A WAL that grew under load is cut back to this size when it restarts.
       db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
-      // An absolute path: the worker must open this file even if the process changes directory.
-      checkpointer = startCheckpointer(resolve(db.name), {
-        synchronous,
-        onFailure: checkpointInline.bind(null, db),
-        onProgress: pace.bind(null, db)
-      })
     }
-    return new SqliteStore(db, owned, checkpointer, deviceCacheBytes)
+    // The store starts its checkpointer last, once nothing else can throw.
+    return new SqliteStore(db, { owned, file, deviceCacheBytes, checkpoint: background ? synchronous : undefined })
   } catch (err) {
     if (owned) db.close()
     throw err
@@ -202,6 +201,15 @@ function deviceBytes (device: Readonly<DeviceRecord>): number {
   return DEVICE_OVERHEAD + 2 * (2 * device.id.length + device.name.length + (device.data?.length ?? 0))
 }
 
+interface Config {
+  owned: boolean
+  /** Absolute path of the file, '' for a database with none. */
+  file: string
+  deviceCacheBytes: number
+  /** Start a background checkpointer with this `synchronous` setting; undefined: none. */
+  checkpoint: 'full' | 'normal' | undefined
+}
+
 class SqliteStore implements Store {
   readonly #db: Database.Database
   readonly #owned: boolean
@@ -231,13 +239,12 @@ class SqliteStore implements Store {
   #lastId: number
   #closed = false
 
-  constructor (db: Database.Database, owned: boolean, checkpointer: Checkpointer | undefined, deviceCacheBytes: number) {
+  constructor (db: Database.Database, config: Config) {
     this.#db = db
-    this.#owned = owned
-    this.#checkpointer = checkpointer
-    this.#devices = deviceCacheBytes === 0
+    this.#owned = config.owned
+    this.#devices = config.deviceCacheBytes === 0
       ? NO_CACHE
-      : new LRUCache<string, Readonly<DeviceRecord>>({ maxSize: deviceCacheBytes, sizeCalculation: deviceBytes })
+      : new LRUCache<string, Readonly<DeviceRecord>>({ maxSize: config.deviceCacheBytes, sizeCalculation: deviceBytes })
     this.#run = db.transaction((fn: () => unknown) => fn())
     this.#getDevice = db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`)
     this.#saveDevice = db.prepare(`INSERT INTO devices (id, name, data, network_id, device_type_id, is_blocked)
@@ -271,6 +278,14 @@ class SqliteStore implements Store {
     const kept = db.prepare("SELECT value FROM meta WHERE key = 'last_command_id'").pluck().get() as number
     const highest = (db.prepare('SELECT max(id) FROM commands').pluck().get() as number | null) ?? 0
     this.#lastId = Math.max(kept, highest)
+    // Last, once nothing else can throw: a failed open must not leave a thread behind.
+    this.#checkpointer = config.checkpoint === undefined
+      ? undefined
+      : startCheckpointer(config.file, {
+        synchronous: config.checkpoint,
+        onFailure: checkpointInline.bind(null, db),
+        onProgress: pace.bind(null, db)
+      })
   }
 
   transaction<T>(fn: () => T): T {

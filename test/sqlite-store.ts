@@ -1,6 +1,9 @@
+import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
+import type { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
@@ -424,4 +427,108 @@ t.test('sqlite-store: the device cache holds no more than deviceCacheBytes', asy
     t.ok(ok(stale), `${label}: ${stale} of 100 devices served from the cache`)
     await store.close()
   }
+})
+
+// --- nothing left behind: failed opens, and stores never closed ---------------------------
+
+const CHILD = fileURLToPath(new URL('./fixtures/sqlite-store-child.ts', import.meta.url))
+// Generous: the child loads the TypeScript loader first, seconds on a slow machine. It only
+// bounds a failure, which then fails the test instead of hanging it.
+const CHILD_TIMEOUT = 60_000
+
+interface ChildLine { open: true, id: number, codes: unknown[] }
+interface Child {
+  process: ChildProcess
+  /** The child's line, once its store is open. */
+  line: Promise<ChildLine>
+  /** How it ended, once it has and its pipes are drained. */
+  ended: Promise<{ code: number | null, signal: NodeJS.Signals | null, stderr: string }>
+}
+
+function startChild (args: string[]): Child {
+  // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
+  const child = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
+  child.stderr.on('data', (chunk: string) => { stderr += chunk })
+  const ended = new Promise<Awaited<Child['ended']>>((resolve) => {
+    child.on('close', (code, signal) => { resolve({ code, signal, stderr }) })
+  })
+  const line = new Promise<ChildLine>((resolve, reject) => {
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk
+      const end = stdout.indexOf('\n')
+      if (end >= 0) resolve(JSON.parse(stdout.slice(0, end)) as ChildLine)
+    })
+    void ended.then(({ code, signal }) => { reject(new Error(`the child ended (code ${String(code)}, signal ${String(signal)}) without its line: ${stderr}`)) })
+  })
+  return { process: child, line, ended }
+}
+
+/** `promise`, or 'timed out' after `ms`: for a failure that must fail a test, not hang it. */
+async function within<T> (promise: Promise<T>, ms = CHILD_TIMEOUT): Promise<T | 'timed out'> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<'timed out'>((resolve) => { timer = setTimeout(() => { resolve('timed out') }, ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+t.test('sqlite-store: a store never closed, and failed opens, do not keep the process alive', async (t) => {
+  const filename = file()
+  // Another application's database at our schema version, without our tables: it fails late,
+  // in the store's constructor, after the file is open and configured.
+  const foreign = path.join(t.testdir(), 'foreign.db')
+  const other = new Database(foreign)
+  other.exec('CREATE TABLE theirs (x)')
+  other.pragma(`user_version = ${SCHEMA_VERSION}`)
+  other.close()
+  const child = startChild(['leave-open', filename, foreign, '5'])
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const line = await within(child.line)
+  if (line === 'timed out') return t.fail('the child did not open its store in time')
+  t.strictSame(line.codes, ['SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR'], 'the five opens of the foreign file failed')
+  const end = await within(child.ended)
+  t.strictSame(end === 'timed out' ? end : { code: end.code, signal: end.signal }, { code: 0, signal: null },
+    'the child, its store open, ended by itself')
+  const store = sqliteStore(filename)
+  t.equal(store.getCommand(line.id, 0)?.command, 'leave-open', 'what it wrote was committed')
+  await store.close()
+})
+
+t.test('sqlite-store: a failed open leaves no connection or thread behind', async (t) => {
+  const testdir = t.testdir()
+  const at = (name: string): string => path.join(testdir, name)
+  fs.writeFileSync(at('text.db'), 'not a database, '.repeat(200))
+  const other = new Database(at('other.db'))
+  other.exec('CREATE TABLE theirs (x)')
+  other.pragma(`user_version = ${SCHEMA_VERSION}`)
+  other.close()
+  const newer = new Database(at('newer.db'))
+  newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`)
+  newer.close()
+
+  // Node announces each new Worker on process 'worker' (on the next tick); watch each one end.
+  const exits: Array<Promise<void>> = []
+  const watch = (worker: Worker): void => { exits.push(new Promise((resolve) => { worker.once('exit', () => { resolve() }) })) }
+  process.on('worker', watch)
+  t.teardown(() => { process.off('worker', watch) })
+  const seen = spy(t)
+  const cases: Array<[string, string]> = [
+    ['text.db', 'SQLITE_NOTADB'], ['other.db', 'SQLITE_ERROR'], ['newer.db', 'ERR_SCHEMA']
+  ]
+  for (const [name, code] of cases) {
+    for (let i = 0; i < 5; i++) {
+      t.equal((thrown(() => sqliteStore(at(name))) as { code?: unknown } | undefined)?.code, code, `${name}, attempt ${i}: ${code}`)
+    }
+  }
+  t.ok(seen.databases.length >= 15, 'the attempts opened connections')
+  t.ok(seen.databases.every((db) => !db.open), 'and closed every one')
+  await new Promise((resolve) => { setImmediate(resolve) })
+  const ended = await within(Promise.all(exits))
+  t.not(ended, 'timed out', `every thread started (${exits.length}) has ended`)
 })
