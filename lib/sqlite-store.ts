@@ -2,6 +2,7 @@ import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
 import { BrokerError } from './errors.js'
+import { lockFile, type FileLock } from './file-lock.js'
 import { describe } from './options.js'
 import {
   matches,
@@ -52,9 +53,15 @@ const DEVICE_OVERHEAD = 400
  * path (created if missing; `':memory:'` works too) or an open better-sqlite3
  * `Database`, which the store then uses but does not close.
  *
+ * A file the store opens is its alone until `close()`: the store locks
+ * `<file>-lock` (created next to it, and left there), and a second store on the
+ * same file, in this process or another, throws `BrokerError` `ERR_LOCKED`. The
+ * lock dies with its process, however that ends. A `Database` passed in is its
+ * owner's: the store takes no lock on it.
+ *
  * Throws `BrokerError` `ERR_SCHEMA` for a file written by a newer version of
- * this library, and whatever better-sqlite3 throws for an unreadable file. A
- * failed call leaves nothing open: no connection, no thread.
+ * this library, and whatever better-sqlite3 throws for an unreadable file (or
+ * lock file). A failed call leaves nothing open: no connection, lock or thread.
  */
 export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): Store {
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
@@ -75,11 +82,14 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
   }
   const owned = typeof pathOrDatabase === 'string'
   const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
+  let lock: FileLock | undefined
   try {
     // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
     // temporary databases. Absolute: the checkpointer must open this file even if the process
     // changes directory.
     const file = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").pluck().get() as string
+    // Locked before anything reads or writes the file: a store that loses the race changes nothing.
+    if (owned && file !== '') lock = lockFile(`${file}-lock`, `sqliteStore: ${file}`)
     if (owned) {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${synchronous}`)
@@ -92,9 +102,10 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
       db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
     }
     // The store starts its checkpointer last, once nothing else can throw.
-    return new SqliteStore(db, { owned, file, deviceCacheBytes, checkpoint: background ? synchronous : undefined })
+    return new SqliteStore(db, { owned, file, lock, deviceCacheBytes, checkpoint: background ? synchronous : undefined })
   } catch (err) {
     if (owned) db.close()
+    lock?.release()
     throw err
   }
 }
@@ -205,6 +216,7 @@ interface Config {
   owned: boolean
   /** Absolute path of the file, '' for a database with none. */
   file: string
+  lock: FileLock | undefined
   deviceCacheBytes: number
   /** Start a background checkpointer with this `synchronous` setting; undefined: none. */
   checkpoint: 'full' | 'normal' | undefined
@@ -213,6 +225,7 @@ interface Config {
 class SqliteStore implements Store {
   readonly #db: Database.Database
   readonly #owned: boolean
+  readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
   readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
   readonly #getDevice: Statement<DeviceRow>
@@ -242,6 +255,7 @@ class SqliteStore implements Store {
   constructor (db: Database.Database, config: Config) {
     this.#db = db
     this.#owned = config.owned
+    this.#lock = config.lock
     this.#devices = config.deviceCacheBytes === 0
       ? NO_CACHE
       : new LRUCache<string, Readonly<DeviceRecord>>({ maxSize: config.deviceCacheBytes, sizeCalculation: deviceBytes })
@@ -443,6 +457,9 @@ class SqliteStore implements Store {
     this.#lists.clear()
     this.#devices.clear()
     if (this.#owned && this.#db.open) this.#db.close()
+    // The file is another store's to open from here; this one's checkpointer, still folding
+    // the WAL in, is just another connection to it, which SQLite allows.
+    this.#lock?.release()
     await this.#checkpointer?.close()
   }
 

@@ -7,6 +7,7 @@ import type { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
+import { lockFile } from '../lib/file-lock.js'
 import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../lib/sqlite-store.js'
 import type { CommandQuery, DeviceRecord, Store } from '../lib/store.js'
 import { command, device, storeSuite } from './fixtures/store-suite.js'
@@ -164,9 +165,8 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   newer.close()
   const seen = spy(t)
   expectError(t, () => sqliteStore(filename), 'ERR_SCHEMA', 'a newer file is refused')
-  t.equal(seen.closed.length, 1, 'the database it opened was closed')
-  t.equal(seen.closed[0]?.name, filename)
-  t.equal(seen.closed[0]?.open, false)
+  t.strictSame(seen.closed.map((db) => db.name).sort(), [filename, `${filename}-lock`], 'the database it opened, and its lock, were closed')
+  t.ok(seen.closed.every((db) => !db.open))
 
   const check = new Database(filename)
   t.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION + 1, 'the newer file is left untouched')
@@ -429,7 +429,7 @@ t.test('sqlite-store: the device cache holds no more than deviceCacheBytes', asy
   }
 })
 
-// --- nothing left behind: failed opens, and stores never closed ---------------------------
+// --- ownership: one live store per file, and nothing left behind ---------------------------
 
 const CHILD = fileURLToPath(new URL('./fixtures/sqlite-store-child.ts', import.meta.url))
 // Generous: the child loads the TypeScript loader first, seconds on a slow machine. It only
@@ -478,6 +478,61 @@ async function within<T> (promise: Promise<T>, ms = CHILD_TIMEOUT): Promise<T | 
   }
 }
 
+t.test('sqlite-store: a second store on a file a live store holds fails with ERR_LOCKED, and leaves it be', async (t) => {
+  const filename = file()
+  const first = sqliteStore(filename)
+  first.saveDevice(device({ id: 'dev', name: 'first' }))
+  const id = first.insertCommand(command({ deviceId: 'dev' }))
+  const seen = spy(t)
+  // The same file by other names: SQLite resolves them, and so does the lock.
+  fs.mkdirSync(path.join(dir, 'sub'), { recursive: true })
+  fs.symlinkSync(filename, `${filename}.link`)
+  const names = [filename, path.join(dir, 'sub', '..', path.basename(filename)), path.relative(process.cwd(), filename), `${filename}.link`]
+  for (const name of names) {
+    const error = thrown(() => sqliteStore(name))
+    t.ok(error instanceof BrokerError, `${name}: a BrokerError`)
+    t.equal((error as BrokerError).code, 'ERR_LOCKED', `${name}: ERR_LOCKED`)
+    t.match((error as BrokerError).message, `sqliteStore: ${filename} is already open in another store`, `${name}: the message names the file`)
+  }
+  t.ok(seen.databases.length >= names.length, 'each attempt opened the file')
+  t.ok(seen.databases.every((db) => !db.open), 'and closed whatever it opened')
+  t.notOk(seen.sql.some((sql) => /journal_mode|user_version|CREATE|INSERT|UPDATE|DELETE/i.test(sql)), 'without reading or writing it')
+
+  first.saveDevice(device({ id: 'dev', name: 'still first' }))
+  t.equal(first.getDevice('dev')?.name, 'still first', 'the first store still writes')
+  t.equal(first.getCommand(id, 0)?.deviceId, 'dev', 'and reads')
+
+  // A Database passed in is its owner's: no lock is taken on it, so this one opens.
+  const db = new Database(filename)
+  const passed = sqliteStore(db)
+  t.equal(passed.getDevice('dev')?.name, 'still first', 'a passed-in Database takes no lock')
+  passed.close()
+  db.close()
+
+  first.close()
+  const second = sqliteStore(filename)
+  t.equal(second.getDevice('dev')?.name, 'still first', 'once the first store is closed, the file opens')
+  await second.close()
+})
+
+t.test('sqlite-store: a file held by a store in another process fails with ERR_LOCKED until that process dies', async (t) => {
+  const filename = file()
+  const child = startChild(['hold', filename])
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const line = await within(child.line)
+  if (line === 'timed out') return t.fail('the child did not open its store in time')
+  expectError(t, () => sqliteStore(filename), 'ERR_LOCKED', 'while the child holds it')
+
+  child.process.kill('SIGKILL')
+  const end = await within(child.ended)
+  t.equal(end === 'timed out' ? end : end.signal, 'SIGKILL', 'the child was killed')
+  // No wait, no cleanup: the operating system let the lock go with the process.
+  const store = sqliteStore(filename)
+  t.equal(store.getCommand(line.id, 0)?.command, 'hold', 'the file opens, with what the killed store committed')
+  t.ok(fs.existsSync(`${filename}-lock`), 'the lock file is still there, and blocks nothing')
+  await store.close()
+})
+
 t.test('sqlite-store: a store never closed, and failed opens, do not keep the process alive', async (t) => {
   const filename = file()
   // Another application's database at our schema version, without our tables: it fails late,
@@ -500,7 +555,7 @@ t.test('sqlite-store: a store never closed, and failed opens, do not keep the pr
   await store.close()
 })
 
-t.test('sqlite-store: a failed open leaves no connection or thread behind', async (t) => {
+t.test('sqlite-store: a failed open leaves no connection, lock or thread behind', async (t) => {
   const testdir = t.testdir()
   const at = (name: string): string => path.join(testdir, name)
   fs.writeFileSync(at('text.db'), 'not a database, '.repeat(200))
@@ -511,6 +566,11 @@ t.test('sqlite-store: a failed open leaves no connection or thread behind', asyn
   const newer = new Database(at('newer.db'))
   newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`)
   newer.close()
+  sqliteStore(at('junk-lock.db')).close()
+  fs.writeFileSync(at('junk-lock.db-lock'), 'not a database, '.repeat(200))
+  // inline: the holder starts no thread of its own.
+  const holder = sqliteStore(at('held.db'), { checkpoint: 'inline' })
+  t.teardown(() => holder.close())
 
   // Node announces each new Worker on process 'worker' (on the next tick); watch each one end.
   const exits: Array<Promise<void>> = []
@@ -519,16 +579,22 @@ t.test('sqlite-store: a failed open leaves no connection or thread behind', asyn
   t.teardown(() => { process.off('worker', watch) })
   const seen = spy(t)
   const cases: Array<[string, string]> = [
-    ['text.db', 'SQLITE_NOTADB'], ['other.db', 'SQLITE_ERROR'], ['newer.db', 'ERR_SCHEMA']
+    ['text.db', 'SQLITE_NOTADB'], ['other.db', 'SQLITE_ERROR'], ['newer.db', 'ERR_SCHEMA'],
+    ['junk-lock.db', 'SQLITE_NOTADB'], ['held.db', 'ERR_LOCKED']
   ]
   for (const [name, code] of cases) {
     for (let i = 0; i < 5; i++) {
       t.equal((thrown(() => sqliteStore(at(name))) as { code?: unknown } | undefined)?.code, code, `${name}, attempt ${i}: ${code}`)
     }
+    if (name !== 'held.db' && name !== 'junk-lock.db') {
+      const lock = thrown(() => { lockFile(at(`${name}-lock`), name).release() })
+      t.equal(lock, undefined, `${name}: the lock was released`)
+    }
   }
-  t.ok(seen.databases.length >= 15, 'the attempts opened connections')
+  t.ok(seen.databases.length >= 25, 'the attempts opened connections')
   t.ok(seen.databases.every((db) => !db.open), 'and closed every one')
   await new Promise((resolve) => { setImmediate(resolve) })
   const ended = await within(Promise.all(exits))
   t.not(ended, 'timed out', `every thread started (${exits.length}) has ended`)
+  t.equal(holder.lastCommandId(), 0, 'the holder is untouched')
 })
