@@ -25,6 +25,9 @@ export class BrokerError extends Error {
  * - `ERR_LOCKED`: `sqliteStore()` was given a file that another live store holds, in this
  *   process or another. The lock dies with its holder: once that store is closed, or its
  *   process has ended in any way, the file opens.
+ * - `ERR_FILE_MOVED`: the SQLite file was deleted, or another file put in its place, under a
+ *   running store. Writes are refused from then on (through a broker: 500, and `ERR_STORE` with
+ *   this as `cause`), since the file they would go to is no longer the one at the path.
  * - `ERR_INTERNAL`: a bug in this library; the request was answered `500 Internal server error`.
  */
 export type BrokerErrorCode =
@@ -34,6 +37,7 @@ export type BrokerErrorCode =
   | 'ERR_PUSH'
   | 'ERR_SCHEMA'
   | 'ERR_LOCKED'
+  | 'ERR_FILE_MOVED'
   | 'ERR_INTERNAL'
 
 /**

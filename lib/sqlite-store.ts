@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
@@ -59,6 +60,14 @@ const DEVICE_OVERHEAD = 400
  * lock dies with its process, however that ends. A `Database` passed in is its
  * owner's: the store takes no lock on it.
  *
+ * Every write commits only if the file at the path is still the one the store
+ * opened (same device and inode, checked with one `stat` per transaction, after
+ * its writes and before COMMIT): once the file is deleted or replaced, writes
+ * throw `BrokerError` `ERR_FILE_MOVED` and roll back, while reads keep serving
+ * what the store has open. This applies to a `Database` passed in too, if it is
+ * a file (but a transaction its owner opened is the owner's to check and
+ * commit); `':memory:'` has neither lock nor check.
+ *
  * Throws `BrokerError` `ERR_SCHEMA` for a file written by a newer version of
  * this library, and whatever better-sqlite3 throws for an unreadable file (or
  * lock file). A failed call leaves nothing open: no connection, lock or thread.
@@ -85,8 +94,7 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
   let lock: FileLock | undefined
   try {
     // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
-    // temporary databases. Absolute: the checkpointer must open this file even if the process
-    // changes directory.
+    // temporary databases. Absolute: it stays right if the process changes directory.
     const file = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").pluck().get() as string
     // Locked before anything reads or writes the file: a store that loses the race changes nothing.
     if (owned && file !== '') lock = lockFile(`${file}-lock`, `sqliteStore: ${file}`)
@@ -196,6 +204,7 @@ const HISTORY_PAGE = 256
 type Row = Omit<CommandRecord, 'updated'> & { updated: number }
 type DeviceRow = Omit<DeviceRecord, 'isBlocked'> & { isBlocked: number }
 type Statement<R = unknown> = Database.Statement<unknown[], R>
+type Transaction = Database.Transaction<(fn: () => unknown) => unknown>
 
 /** What the store needs of its device cache: an LRUCache, or NO_CACHE. */
 interface DeviceCache {
@@ -212,6 +221,17 @@ function deviceBytes (device: Readonly<DeviceRecord>): number {
   return DEVICE_OVERHEAD + 2 * (2 * device.id.length + device.name.length + (device.data?.length ?? 0))
 }
 
+/** A file's identity: another file at the same path has another inode (or device). */
+interface FileId { dev: number, ino: number }
+
+function identify (file: string): FileId {
+  const stat = statSync(file, { throwIfNoEntry: false })
+  if (stat === undefined) {
+    throw new BrokerError('ERR_FILE_MOVED', `sqliteStore: ${file} no longer exists: it was deleted or renamed under the store; nothing was written`)
+  }
+  return { dev: stat.dev, ino: stat.ino }
+}
+
 interface Config {
   owned: boolean
   /** Absolute path of the file, '' for a database with none. */
@@ -225,9 +245,14 @@ interface Config {
 class SqliteStore implements Store {
   readonly #db: Database.Database
   readonly #owned: boolean
+  readonly #file: string
+  readonly #identity: FileId | undefined
   readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
-  readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
+  // Nests: a savepoint inside an open transaction.
+  readonly #run: Transaction
+  // An outermost transaction: checks the file after fn's writes, before COMMIT.
+  readonly #commit: Transaction
   readonly #getDevice: Statement<DeviceRow>
   readonly #saveDevice: Statement
   readonly #deviceExpiring: Statement<ExpiryRef>
@@ -255,11 +280,18 @@ class SqliteStore implements Store {
   constructor (db: Database.Database, config: Config) {
     this.#db = db
     this.#owned = config.owned
+    this.#file = config.file
     this.#lock = config.lock
+    this.#identity = config.file === '' ? undefined : identify(config.file)
     this.#devices = config.deviceCacheBytes === 0
       ? NO_CACHE
       : new LRUCache<string, Readonly<DeviceRecord>>({ maxSize: config.deviceCacheBytes, sizeCalculation: deviceBytes })
     this.#run = db.transaction((fn: () => unknown) => fn())
+    this.#commit = db.transaction((fn: () => unknown) => {
+      const result = fn()
+      this.#verify()
+      return result
+    })
     this.#getDevice = db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`)
     this.#saveDevice = db.prepare(`INSERT INTO devices (id, name, data, network_id, device_type_id, is_blocked)
       VALUES (@id, @name, @data, @networkId, @deviceTypeId, @isBlocked)
@@ -305,7 +337,7 @@ class SqliteStore implements Store {
   transaction<T>(fn: () => T): T {
     this.#open()
     try {
-      return this.#run.immediate(fn) as T
+      return this.#write(fn)
     } catch (err) {
       this.#devices.clear()
       throw err
@@ -327,24 +359,27 @@ class SqliteStore implements Store {
   saveDevice (device: DeviceRecord): void {
     this.#open()
     const saved = Object.freeze({ ...device })
-    this.#saveDevice.run({ ...saved, isBlocked: saved.isBlocked ? 1 : 0 })
+    this.#write(() => this.#saveDevice.run({ ...saved, isBlocked: saved.isBlocked ? 1 : 0 }))
     this.#devices.set(saved.id, saved)
   }
 
   deleteDevice (id: string): ExpiryRef[] {
     this.#open()
-    const removed = this.#run.immediate(() => {
+    const removed = this.#write(() => {
       const removed = this.#deviceExpiring.all(id)
       if (this.#deleteDeviceCommands.run(id).changes > 0) this.#keepLastId.run(this.#lastId)
       this.#deleteDevice.run(id)
       return removed
-    }) as ExpiryRef[]
+    })
     this.#devices.delete(id)
     return removed
   }
 
   insertCommand (command: NewCommandRecord): number {
     this.#open()
+    // On its own, an insert gets a transaction of its own, so that the file is checked before
+    // it commits; in one (the broker's group commit), the file is checked once at its end.
+    if (!this.#db.inTransaction) return this.#commit.immediate(() => this.insertCommand(command)) as number
     const id = this.#lastId + 1
     const c = command
     this.#insert.run(id, c.deviceId, c.command, c.timestamp, c.lastUpdated, c.userId, c.networkId, c.deviceTypeId,
@@ -362,7 +397,7 @@ class SqliteStore implements Store {
 
   updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
     this.#open()
-    return this.#run.immediate(() => {
+    return this.#write(() => {
       const row = this.#getForUpdate.get({ id, deviceId, now })
       if (row === undefined) return undefined
       this.#update.run({
@@ -374,12 +409,12 @@ class SqliteStore implements Store {
         lastUpdated
       })
       return toRecord(row)
-    }) as CommandRecord | undefined
+    })
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
     this.#open()
-    return this.#run.immediate(() => {
+    return this.#write(() => {
       const removed: CommandRecord[] = []
       for (const id of ids) {
         const row = this.#expire.get(id, now)
@@ -387,7 +422,7 @@ class SqliteStore implements Store {
       }
       if (removed.length > 0) this.#keepLastId.run(this.#lastId)
       return removed
-    }) as CommandRecord[]
+    })
   }
 
   listCommands (query: CommandQuery, now: number): CommandRecord[] {
@@ -465,6 +500,23 @@ class SqliteStore implements Store {
 
   #open (): void {
     if (this.#closed) throw new BrokerError('ERR_CLOSED', 'sqliteStore: used after close()')
+  }
+
+  // Writes commit in an outermost transaction that checks the file (#commit); nested in an
+  // open one, they are a savepoint (#run), and whoever opened it checks: one stat per
+  // transaction, never one per row.
+  #write<T>(fn: () => T): T {
+    return (this.#db.inTransaction ? this.#run : this.#commit).immediate(fn) as T
+  }
+
+  // Called in #commit after the writes: throwing there rolls them back, so nothing is
+  // acknowledged into a file that is no longer the one at the path.
+  #verify (): void {
+    if (this.#identity === undefined) return
+    const current = identify(this.#file)
+    if (current.ino !== this.#identity.ino || current.dev !== this.#identity.dev) {
+      throw new BrokerError('ERR_FILE_MOVED', `sqliteStore: ${this.#file} is another file than the one the store opened: it was replaced under the store; nothing was written`)
+    }
   }
 }
 

@@ -598,3 +598,77 @@ t.test('sqlite-store: a failed open leaves no connection, lock or thread behind'
   t.not(ended, 'timed out', `every thread started (${exits.length}) has ended`)
   t.equal(holder.lastCommandId(), 0, 'the holder is untouched')
 })
+
+// --- file identity: never acknowledge into a file that is gone -----------------------------
+
+/** Every kind of write, each expected to throw ERR_FILE_MOVED with `message`. */
+function refusedWrites (t: Test, store: Store, id: number, message: RegExp): void {
+  const writes: Array<[string, () => unknown]> = [
+    ['a transaction', () => store.transaction(() => store.insertCommand(command({ deviceId: 'dev', command: 'lost' })))],
+    ['insertCommand', () => store.insertCommand(command({ deviceId: 'dev', command: 'lost' }))],
+    ['saveDevice', () => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }],
+    ['saveDevice in a transaction', () => { store.transaction(() => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }) }],
+    ['updateCommand', () => store.updateCommand(id, 'dev', { status: 'lost' }, 2, 0)],
+    ['expireCommands', () => store.expireCommands([id], 100)],
+    ['deleteDevice', () => store.deleteDevice('dev')]
+  ]
+  for (const [label, write] of writes) {
+    const error = thrown(write)
+    t.ok(error instanceof BrokerError, `${label}: a BrokerError`)
+    t.equal((error as BrokerError | undefined)?.code, 'ERR_FILE_MOVED', `${label}: ERR_FILE_MOVED`)
+    t.match((error as BrokerError | undefined)?.message, message, `${label}: says what happened`)
+  }
+  // Reads serve what the store has open, and show every write above rolled back.
+  t.equal(store.getDevice('dev')?.name, 'before', 'reads still work; no device write stayed, nor in the cache')
+  t.strictSame(store.getCommand(id, 0), { id, ...command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }) }, 'no command write stayed')
+  t.strictSame(store.listCommands({ deviceId: 'dev', sortField: 'timestamp', sortOrder: 'ASC', take: 10, skip: 0 }, 0).map((c) => c.command), ['kept'])
+  t.equal(store.countPending('dev', 0), 1)
+}
+
+function withData (store: Store): number {
+  store.saveDevice(device({ id: 'dev', name: 'before' }))
+  return store.insertCommand(command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }))
+}
+
+t.test('sqlite-store: a file deleted under the store: every write throws ERR_FILE_MOVED and commits nothing', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => store.close())
+  const id = withData(store)
+  fs.rmSync(filename)
+  refusedWrites(t, store, id, new RegExp(`^sqliteStore: ${filename} no longer exists: it was deleted or renamed under the store; nothing was written$`))
+})
+
+t.test('sqlite-store: another file renamed over the store\'s: every write throws ERR_FILE_MOVED and commits nothing', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => store.close())
+  const id = withData(store)
+  const copy = file()
+  fs.copyFileSync(filename, copy)
+  fs.renameSync(copy, filename)
+  refusedWrites(t, store, id, new RegExp(`^sqliteStore: ${filename} is another file than the one the store opened: it was replaced under the store; nothing was written$`))
+})
+
+t.test('sqlite-store: a passed-in Database on a file is checked too; :memory: is not', async (t) => {
+  const filename = file()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  // In WAL mode, as a store's own file is: in rollback-journal mode SQLite refuses writes to a
+  // deleted file by itself (SQLITE_READONLY_DBMOVED), but not in WAL mode.
+  db.pragma('journal_mode = WAL')
+  const store = sqliteStore(db)
+  const id = withData(store)
+  fs.rmSync(filename)
+  refusedWrites(t, store, id, /no longer exists/)
+  store.close()
+  expectError(t, () => sqliteStore(db), 'ERR_FILE_MOVED', 'a passed-in Database whose file is already gone is refused')
+  t.equal(db.open, true, 'and left open for its owner')
+
+  // Nothing to check for a database without a file: writes go on.
+  const memory = sqliteStore(':memory:')
+  withData(memory)
+  memory.transaction(() => memory.insertCommand(command()))
+  t.equal(memory.lastCommandId(), 2)
+  memory.close()
+})
