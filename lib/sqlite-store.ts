@@ -96,7 +96,8 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
     // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
     // temporary databases. Absolute: it stays right if the process changes directory.
     const file = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").pluck().get() as string
-    // Locked before anything reads or writes the file: a store that loses the race changes nothing.
+    // Locked before the store configures, migrates or writes the file (preparing the query above
+    // read its header, no more): a store that loses the race changes nothing.
     if (owned && file !== '') lock = lockFile(`${file}-lock`, `sqliteStore: ${file}`)
     if (owned) {
       db.pragma('journal_mode = WAL')
