@@ -69,11 +69,13 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
       socket.close(1011)
     }
   })
-  const now = brokerOptions.clock?.now() ?? Date.now()
+  // A token's expiry is wall-clock time.
+  const { clock } = brokerOptions
+  const now = clock === undefined ? Date.now() : clock.date?.() ?? clock.now()
   return {
     broker,
     url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
-    adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret }),
+    adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret, allowWeakKey: brokerOptions.allowWeakKey ?? false }),
     async close () {
       // Stop accepting; ask every client to go away (1001), and cut off those that do not
       // answer in time. The server's close callback runs once every connection has ended.
@@ -131,6 +133,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const gateway = await startGateway({
     file: env.DB_FILE ?? 'command-broker.db',
     secret: env.JWT_SECRET,
+    // A JWT_SECRET shorter than 32 bytes (DeviceHive's demo `devicehive`) only with this set.
+    allowWeakKey: env.ALLOW_WEAK_KEY === '1',
     port: Number(env.PORT ?? 8080),
     ...(env.MAX_BUFFERED_BYTES === undefined ? {} : { maxBufferedBytes: Number(env.MAX_BUFFERED_BYTES) })
   }).catch((err: unknown) => {

@@ -63,7 +63,9 @@ const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
  * ms, with its own connection. The writing connection turns its own
  * autocheckpoint off, so checkpoint fsyncs and page copies never stall the
  * event loop that answers requests. Once its connection is open, the worker is
- * `unref()`'d.
+ * `unref()`'d: a checkpointer that is never closed does not keep the process
+ * alive (the process may then end with a WAL left to fold in, which SQLite does
+ * at the next open).
  */
 export function startCheckpointer (file: string, options: CheckpointerOptions): Checkpointer {
   const { synchronous, interval = 100, onFailure, onProgress } = options
@@ -73,24 +75,33 @@ export function startCheckpointer (file: string, options: CheckpointerOptions): 
     execArgv: [],
     workerData: { module: BETTER_SQLITE3, file, synchronous, interval }
   })
-  // Referenced until its connection is open (so a failure to open is reported, not lost
-  // to an exiting process), then unref()'d: it never keeps a process alive on its own.
-  worker.once('message', () => {
-    if (!closing) worker.unref()
-    worker.on('message', onProgress)
-  })
-  let closing = false
   const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
+  let opened!: () => void
+  const ready = new Promise<void>((resolve) => { opened = resolve })
+  // Referenced until its connection is open (so a failure to open is reported, not lost to an
+  // exiting process), then unref()'d. The one 'message' listener is added here, before that:
+  // adding one to a Worker refs it again (Node refs its port for a new listener).
+  worker.on('message', (message: unknown) => {
+    if (message === 'ready') {
+      worker.unref()
+      opened()
+    } else {
+      onProgress(message as number)
+    }
+  })
   worker.once('error', (err) => { onFailure(err) })
+  let closed: Promise<void> | undefined
   return {
-    async close (): Promise<void> {
-      if (!closing) {
-        closing = true
-        // Keep the process alive until the worker has closed its connection.
+    close (): Promise<void> {
+      // Wait for 'ready' (or an early exit) before ref()'ing, so that its unref() can never
+      // come after: then the process stays alive until the worker has closed its connection,
+      // whether close() comes before or after 'ready', and no branch depends on which.
+      closed ??= Promise.race([ready, exited]).then(() => {
         worker.ref()
         worker.postMessage('close')
-      }
-      await exited
+        return exited
+      })
+      return closed
     }
   }
 }

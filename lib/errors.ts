@@ -22,6 +22,12 @@ export class BrokerError extends Error {
  * - `ERR_SUBSCRIBER`: an in-process subscriber or event listener threw; `cause` holds what it threw.
  * - `ERR_PUSH`: a session's `push` callback threw; `cause` holds what it threw.
  * - `ERR_SCHEMA`: the SQLite file was written by a newer, incompatible version of this library.
+ * - `ERR_LOCKED`: `sqliteStore()` was given a file that another live store holds, in this
+ *   process or another. The lock dies with its holder: once that store is closed, or its
+ *   process has ended in any way, the file opens.
+ * - `ERR_FILE_MOVED`: the SQLite file was deleted, or another file put in its place, under a
+ *   running store. Writes are refused from then on (through a broker: 500, and `ERR_STORE` with
+ *   this as `cause`), since the file they would go to is no longer the one at the path.
  * - `ERR_INTERNAL`: a bug in this library; the request was answered `500 Internal server error`.
  */
 export type BrokerErrorCode =
@@ -30,6 +36,8 @@ export type BrokerErrorCode =
   | 'ERR_SUBSCRIBER'
   | 'ERR_PUSH'
   | 'ERR_SCHEMA'
+  | 'ERR_LOCKED'
+  | 'ERR_FILE_MOVED'
   | 'ERR_INTERNAL'
 
 /**

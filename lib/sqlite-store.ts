@@ -1,7 +1,9 @@
-import { resolve } from 'node:path'
+import { statSync } from 'node:fs'
 import Database from 'better-sqlite3'
+import { LRUCache } from 'lru-cache'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
 import { BrokerError } from './errors.js'
+import { lockFile, type FileLock } from './file-lock.js'
 import { describe } from './options.js'
 import type {
   CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
@@ -24,10 +26,26 @@ export interface SqliteStoreOptions {
    * committing call. Ignored for `':memory:'` and for a `Database` passed in.
    */
   checkpoint?: 'background' | 'inline'
+  /**
+   * Most memory, in bytes, for devices kept read (least recently used go first): the broker
+   * reads a device on every request, and a cached one costs no SQLite read. Default 8 MiB
+   * (`8388608`, some 17,000 devices with short names and `data`); `0` turns the cache off. A
+   * device counts two bytes per character of its id (twice: key and record), name and data,
+   * plus 400 for the record and the cache's bookkeeping; one larger than the whole cache is
+   * never kept. The cache trusts this store to be the only writer: a device changed in the
+   * file behind its back is served as it was while it stays cached.
+   */
+  deviceCacheBytes?: number
 }
 
 /** The schema version this library writes (`PRAGMA user_version`). */
 export const SCHEMA_VERSION = 1
+
+const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
+// Per cached device, beyond its characters: the frozen record, string headers, and the cache's
+// Map entry and array slots. Measured: ~476 bytes of heap per device with a 12-character id and
+// ~25 characters of name and data, which the formula in deviceBytes() counts as 478.
+const DEVICE_OVERHEAD = 400
 
 /**
  * Creates a {@link Store} on SQLite through better-sqlite3: WAL journal, one
@@ -35,43 +53,67 @@ export const SCHEMA_VERSION = 1
  * path (created if missing; `':memory:'` works too) or an open better-sqlite3
  * `Database`, which the store then uses but does not close.
  *
+ * A file the store opens is its alone until `close()`: the store locks
+ * `<file>-lock` (created next to it, and left there), and a second store on the
+ * same file, in this process or another, throws `BrokerError` `ERR_LOCKED`. The
+ * lock dies with its process, however that ends. A `Database` passed in is its
+ * owner's: the store takes no lock on it.
+ *
+ * Every write commits only if the file at the path is still the one the store
+ * opened (same device and inode, checked with one `stat` per transaction, after
+ * its writes and before COMMIT): once the file is deleted or replaced, writes
+ * throw `BrokerError` `ERR_FILE_MOVED` and roll back, while reads keep serving
+ * what the store has open. This applies to a `Database` passed in too, if it is
+ * a file (but a transaction its owner opened is the owner's to check and
+ * commit); `':memory:'` has neither lock nor check.
+ *
  * Throws `BrokerError` `ERR_SCHEMA` for a file written by a newer version of
- * this library, and whatever better-sqlite3 throws for an unreadable file.
+ * this library, and whatever better-sqlite3 throws for an unreadable file (or
+ * lock file). A failed call leaves nothing open: no connection, lock or thread.
  */
 export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): Store {
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
     throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
   }
-  const { synchronous = 'full', checkpoint = 'background' } = options
+  const { synchronous = 'full', checkpoint = 'background', deviceCacheBytes = DEVICE_CACHE_BYTES } = options
   if (synchronous !== 'full' && synchronous !== 'normal') {
     throw new RangeError(`sqliteStore: options.synchronous must be 'full' or 'normal', received ${describe(synchronous)}`)
   }
   if (checkpoint !== 'background' && checkpoint !== 'inline') {
     throw new RangeError(`sqliteStore: options.checkpoint must be 'background' or 'inline', received ${describe(checkpoint)}`)
   }
+  if (typeof deviceCacheBytes !== 'number') {
+    throw new TypeError(`sqliteStore: options.deviceCacheBytes must be an integer, received ${describe(deviceCacheBytes)}`)
+  }
+  if (!Number.isSafeInteger(deviceCacheBytes) || deviceCacheBytes < 0) {
+    throw new RangeError(`sqliteStore: options.deviceCacheBytes must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, received ${describe(deviceCacheBytes)}`)
+  }
   const owned = typeof pathOrDatabase === 'string'
   const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
-  let checkpointer: Checkpointer | undefined
+  let lock: FileLock | undefined
   try {
+    // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
+    // temporary databases. Absolute: it stays right if the process changes directory.
+    const file = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").pluck().get() as string
+    // Locked before the store configures, migrates or writes the file (preparing the query above
+    // read its header, no more): a store that loses the race changes nothing.
+    if (owned && file !== '') lock = lockFile(`${file}-lock`, `sqliteStore: ${file}`)
     if (owned) {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${synchronous}`)
     }
     migrate(db)
-    if (owned && checkpoint === 'background' && !db.memory) {
+    const background = owned && file !== '' && checkpoint === 'background'
+    if (background) {
       db.pragma('wal_autocheckpoint = 0')
       // A WAL that grew under load is cut back to this size when it restarts.
       db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
-      // An absolute path: the worker must open this file even if the process changes directory.
-      checkpointer = startCheckpointer(resolve(db.name), {
-        synchronous,
-        onFailure: checkpointInline.bind(null, db),
-        onProgress: pace.bind(null, db)
-      })
     }
-    return new SqliteStore(db, owned, checkpointer)
+    // The store starts its checkpointer last, once nothing else can throw.
+    return new SqliteStore(db, { owned, file, lock, deviceCacheBytes, checkpoint: background ? synchronous : undefined })
   } catch (err) {
     if (owned) db.close()
+    lock?.release()
     throw err
   }
 }
@@ -176,12 +218,55 @@ const DEVICE_FILTERS = `
 type Row = Omit<CommandRecord, 'updated'> & { updated: number }
 type DeviceRow = Omit<DeviceRecord, 'isBlocked'> & { isBlocked: number }
 type Statement<R = unknown> = Database.Statement<unknown[], R>
+type Transaction = Database.Transaction<(fn: () => unknown) => unknown>
+
+/** What the store needs of its device cache: an LRUCache, or NO_CACHE. */
+interface DeviceCache {
+  get: (id: string) => Readonly<DeviceRecord> | undefined
+  set: (id: string, device: Readonly<DeviceRecord>) => unknown
+  delete: (id: string) => unknown
+  clear: () => void
+}
+
+const NO_CACHE: DeviceCache = { get: () => undefined, set: () => {}, delete: () => {}, clear: () => {} }
+
+// Two bytes per character: V8 keeps a string in one or two bytes per character.
+function deviceBytes (device: Readonly<DeviceRecord>): number {
+  return DEVICE_OVERHEAD + 2 * (2 * device.id.length + device.name.length + (device.data?.length ?? 0))
+}
+
+/** A file's identity: another file at the same path has another inode (or device). */
+interface FileId { dev: number, ino: number }
+
+function identify (file: string): FileId {
+  const stat = statSync(file, { throwIfNoEntry: false })
+  if (stat === undefined) {
+    throw new BrokerError('ERR_FILE_MOVED', `sqliteStore: ${file} no longer exists: it was deleted or renamed under the store; nothing was written`)
+  }
+  return { dev: stat.dev, ino: stat.ino }
+}
+
+interface Config {
+  owned: boolean
+  /** Absolute path of the file, '' for a database with none. */
+  file: string
+  lock: FileLock | undefined
+  deviceCacheBytes: number
+  /** Start a background checkpointer with this `synchronous` setting; undefined: none. */
+  checkpoint: 'full' | 'normal' | undefined
+}
 
 class SqliteStore implements Store {
   readonly #db: Database.Database
   readonly #owned: boolean
+  readonly #file: string
+  readonly #identity: FileId | undefined
+  readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
-  readonly #run: Database.Transaction<(fn: () => unknown) => unknown>
+  // Nests: a savepoint inside an open transaction.
+  readonly #run: Transaction
+  // An outermost transaction: checks the file after fn's writes, before COMMIT.
+  readonly #commit: Transaction
   readonly #getDevice: Statement<DeviceRow>
   readonly #saveDevice: Statement
   readonly #deleteDevice: Statement
@@ -201,17 +286,28 @@ class SqliteStore implements Store {
   readonly #window: Statement<number>
   // command/list sorted by command or status: [field][order].
   readonly #sorts: Record<SortQuery['sortField'], Record<SortQuery['sortOrder'], Statement<Row>>>
-  // Devices by id, frozen: the broker reads one per request, and this file has no other
-  // writer. Cleared whenever a transaction rolls back, since it may hold an undone write.
-  readonly #devices = new Map<string, Readonly<DeviceRecord>>()
+  // Devices by id, frozen, least recently used evicted past deviceCacheBytes: the broker reads
+  // one per request, and this file has no other writer. Cleared whenever a transaction rolls
+  // back, since it may hold an undone write.
+  readonly #devices: DeviceCache
   #lastId: number
   #closed = false
 
-  constructor (db: Database.Database, owned: boolean, checkpointer: Checkpointer | undefined) {
+  constructor (db: Database.Database, config: Config) {
     this.#db = db
-    this.#owned = owned
-    this.#checkpointer = checkpointer
+    this.#owned = config.owned
+    this.#file = config.file
+    this.#lock = config.lock
+    this.#identity = config.file === '' ? undefined : identify(config.file)
+    this.#devices = config.deviceCacheBytes === 0
+      ? NO_CACHE
+      : new LRUCache<string, Readonly<DeviceRecord>>({ maxSize: config.deviceCacheBytes, sizeCalculation: deviceBytes })
     this.#run = db.transaction((fn: () => unknown) => fn())
+    this.#commit = db.transaction((fn: () => unknown) => {
+      const result = fn()
+      this.#verify()
+      return result
+    })
     this.#getDevice = db.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`)
     this.#saveDevice = db.prepare(`INSERT INTO devices (id, name, data, network_id, device_type_id, is_blocked)
       VALUES (@id, @name, @data, @networkId, @deviceTypeId, @isBlocked)
@@ -256,12 +352,20 @@ class SqliteStore implements Store {
     const kept = db.prepare("SELECT value FROM meta WHERE key = 'last_command_id'").pluck().get() as number
     const highest = (db.prepare('SELECT max(id) FROM commands').pluck().get() as number | null) ?? 0
     this.#lastId = Math.max(kept, highest)
+    // Last, once nothing else can throw: a failed open must not leave a thread behind.
+    this.#checkpointer = config.checkpoint === undefined
+      ? undefined
+      : startCheckpointer(config.file, {
+        synchronous: config.checkpoint,
+        onFailure: checkpointInline.bind(null, db),
+        onProgress: pace.bind(null, db)
+      })
   }
 
   transaction<T>(fn: () => T): T {
     this.#open()
     try {
-      return this.#run.immediate(fn) as T
+      return this.#write(fn)
     } catch (err) {
       this.#devices.clear()
       throw err
@@ -282,28 +386,32 @@ class SqliteStore implements Store {
 
   saveDevice (device: DeviceRecord): void {
     this.#open()
-    this.#saveDevice.run({ ...device, isBlocked: device.isBlocked ? 1 : 0 })
-    this.#devices.set(device.id, Object.freeze({ ...device }))
+    const saved = Object.freeze({ ...device })
+    this.#write(() => this.#saveDevice.run({ ...saved, isBlocked: saved.isBlocked ? 1 : 0 }))
+    this.#devices.set(saved.id, saved)
   }
 
   deleteDevice (id: string): boolean {
     this.#open()
-    const existed = this.#deleteDevice.run(id).changes > 0
+    const existed = this.#write(() => this.#deleteDevice.run(id).changes > 0)
     this.#devices.delete(id)
     return existed
   }
 
   deleteCommands (deviceId: string, limit: number): number {
     this.#open()
-    return this.#run.immediate(() => {
+    return this.#write(() => {
       const deleted = this.#deleteCommands.run(deviceId, limit).changes
       if (deleted > 0) this.#keepLastId.run(this.#lastId)
       return deleted
-    }) as number
+    })
   }
 
   insertCommand (command: NewCommandRecord): number {
     this.#open()
+    // On its own, an insert gets a transaction of its own, so that the file is checked before
+    // it commits; in one (the broker's group commit), the file is checked once at its end.
+    if (!this.#db.inTransaction) return this.#commit.immediate(() => this.insertCommand(command)) as number
     const id = this.#lastId + 1
     const c = command
     this.#insert.run(id, c.deviceId, c.command, c.timestamp, c.lastUpdated, c.userId, c.networkId, c.deviceTypeId,
@@ -321,7 +429,7 @@ class SqliteStore implements Store {
 
   updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
     this.#open()
-    return this.#run.immediate(() => {
+    return this.#write(() => {
       const row = this.#getForUpdate.get({ id, deviceId, now })
       if (row === undefined) return undefined
       this.#update.run({
@@ -333,12 +441,12 @@ class SqliteStore implements Store {
         lastUpdated
       })
       return toRecord(row)
-    }) as CommandRecord | undefined
+    })
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
     this.#open()
-    return this.#run.immediate(() => {
+    return this.#write(() => {
       const removed: CommandRecord[] = []
       for (const id of ids) {
         const row = this.#expire.get(id, now)
@@ -346,7 +454,7 @@ class SqliteStore implements Store {
       }
       if (removed.length > 0) this.#keepLastId.run(this.#lastId)
       return removed
-    }) as CommandRecord[]
+    })
   }
 
   scanCommands (scan: CommandScan, now: number): CommandPage {
@@ -432,11 +540,31 @@ class SqliteStore implements Store {
     this.#closed = true
     this.#devices.clear()
     if (this.#owned && this.#db.open) this.#db.close()
+    // The file is another store's to open from here; this one's checkpointer, still folding
+    // the WAL in, is just another connection to it, which SQLite allows.
+    this.#lock?.release()
     await this.#checkpointer?.close()
   }
 
   #open (): void {
     if (this.#closed) throw new BrokerError('ERR_CLOSED', 'sqliteStore: used after close()')
+  }
+
+  // Writes commit in an outermost transaction that checks the file (#commit); nested in an
+  // open one, they are a savepoint (#run), and whoever opened it checks: one stat per
+  // transaction, never one per row.
+  #write<T>(fn: () => T): T {
+    return (this.#db.inTransaction ? this.#run : this.#commit).immediate(fn) as T
+  }
+
+  // Called in #commit after the writes: throwing there rolls them back, so nothing is
+  // acknowledged into a file that is no longer the one at the path.
+  #verify (): void {
+    if (this.#identity === undefined) return
+    const current = identify(this.#file)
+    if (current.ino !== this.#identity.ino || current.dev !== this.#identity.dev) {
+      throw new BrokerError('ERR_FILE_MOVED', `sqliteStore: ${this.#file} is another file than the one the store opened: it was replaced under the store; nothing was written`)
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 // 500 `Internal server error`, reported once on `error` as ERR_STORE with the store's own error
 // as `cause`, and changes nothing: no command, no timer, no subscriber call, no push. Once the
 // store heals, the same request succeeds and is delivered.
+import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
@@ -437,6 +438,34 @@ for (const [kind, make] of stores) {
     t.equal(w.errors.splice(0).length, 1, 'one report')
   })
 }
+
+// --- (d) a SQLite file deleted under the broker ----------------------------------------------
+
+t.test('broker-faults: a SQLite file deleted under the broker answers writes 500, acknowledges none, and serves reads', async (t) => {
+  const filename = file()
+  const w = await world(t, sqliteStore(filename))
+  const moved = (cause: unknown): boolean => cause instanceof BrokerError && cause.code === 'ERR_FILE_MOVED'
+  const before = state(w)
+  fs.rmSync(filename)
+
+  refused(t, w, await w.insert('lamp-1', { command: 'on', lifetime: 30 }), moved, 'insert')
+  refused(t, w, await w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: w.commandId, command: { status: 'done' } }, w.admin), moved, 'update')
+  refused(t, w, await w.broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'renamed', networkId: 1, deviceTypeId: 1 } }, w.admin), moved, 'device/save')
+  refused(t, w, await w.broker.handle({ action: 'device/delete', deviceId: 'victim' }, w.admin), moved, 'device/delete')
+  const burst = await Promise.all([1, 2, 3].map((i) => w.insert('lamp-1', { command: `burst-${i}` })))
+  for (const reply of burst) t.strictSame(errorOf(reply), INTERNAL, 'a burst insert: 500')
+  faults += burst.length
+  t.equal(w.errors.splice(0).length, 1, 'one report for the burst')
+  // Ids handed out inside the rolled-back transactions are not reused (the Store contract): only
+  // lastCommandId may have moved.
+  const settled = (text: string): unknown => {
+    const { lastCommandId, ...rest } = JSON.parse(text) as Record<string, unknown>
+    return rest
+  }
+  t.strictSame(settled(state(w)), settled(before), 'nothing else changed, not even in what the store has open')
+  t.equal(body(await w.broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: w.commandId }, w.admin)).command.command, 'target',
+    'reads are served from what the store has open')
+})
 
 t.test('broker-faults: totals', async (t) => {
   t.comment(`${faults} requests hit a store fault: every one answered 500 ERR_STORE, none changed state`)

@@ -42,6 +42,8 @@ t.test('checkpointer: a worker that cannot open its file reports the failure', a
   t.match(failed.message, /directory does not exist|unable to open/i)
 })
 
+// close() right after startCheckpointer() always comes before the worker's 'ready' message:
+// no message can be handled while this test's synchronous code runs.
 t.test('checkpointer: closing before the worker has opened its connection still ends it', async (t) => {
   const db = walFile(t.testdir())
   t.teardown(() => { db.close() })
@@ -49,4 +51,39 @@ t.test('checkpointer: closing before the worker has opened its connection still 
   await checkpointer.close()
   const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number, checkpointed: number }>
   t.equal(status?.checkpointed, status?.log, 'its last checkpoint ran')
+})
+
+t.test('checkpointer: closing after the worker has opened its connection runs a last checkpoint', async (t) => {
+  const db = walFile(t.testdir())
+  t.teardown(() => { db.close() })
+  const lengths: number[] = []
+  let reported!: () => void
+  const firstReport = new Promise<void>((resolve) => { reported = resolve })
+  const checkpointer = startCheckpointer(db.name, {
+    synchronous: 'normal',
+    onFailure: (err) => t.fail(String(err)),
+    onProgress: (pages) => { lengths.push(pages); reported() }
+  })
+  // A report comes only after 'ready' (the worker posts it first): the worker is open and
+  // unref()'d, so it no longer keeps this process alive; this interval does, while we wait.
+  const keepAlive = setInterval(() => {}, 1000)
+  await firstReport
+  clearInterval(keepAlive)
+  const before = lengths.length
+  db.prepare('INSERT INTO t VALUES (?)').run(-1)
+  await checkpointer.close()
+  t.ok(lengths.length > before, 'the last checkpoint reported too')
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number, checkpointed: number }>
+  t.equal(status?.checkpointed, status?.log, 'the write made after it opened was checkpointed')
+  await checkpointer.close()
+  t.pass('closing twice is harmless')
+})
+
+t.test('checkpointer: closing a worker that failed to open resolves', async (t) => {
+  let failed!: (err: Error) => void
+  const failure = new Promise<Error>((resolve) => { failed = resolve })
+  const checkpointer = startCheckpointer(join(t.testdir(), 'missing', 'x.db'), { synchronous: 'normal', onFailure: failed, onProgress: () => t.fail('no progress') })
+  t.match((await failure).message, /directory does not exist|unable to open/i)
+  await checkpointer.close()
+  t.pass('close() resolved once the worker had ended')
 })

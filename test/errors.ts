@@ -26,7 +26,7 @@ t.test('errors: BrokerError keeps its cause', async (t) => {
 })
 
 t.test('errors: BrokerError takes every documented code', async (t) => {
-  const codes: BrokerErrorCode[] = ['ERR_CLOSED', 'ERR_STORE', 'ERR_SUBSCRIBER', 'ERR_PUSH', 'ERR_SCHEMA', 'ERR_INTERNAL']
+  const codes: BrokerErrorCode[] = ['ERR_CLOSED', 'ERR_STORE', 'ERR_SUBSCRIBER', 'ERR_PUSH', 'ERR_SCHEMA', 'ERR_LOCKED', 'ERR_FILE_MOVED', 'ERR_INTERNAL']
   for (const code of codes) t.equal(new BrokerError(code, code).code, code, code)
 })
 

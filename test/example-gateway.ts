@@ -14,6 +14,8 @@ import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
+/** 32 bytes once base64-decoded, as a JWT_SECRET must be without ALLOW_WEAK_KEY. */
+const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const GATEWAY = fileURLToPath(new URL('../examples/gateway.ts', import.meta.url))
 
 // A WebSocket client whose incoming frames can be awaited one by one, in order.
@@ -67,7 +69,7 @@ class Client {
 async function openGateway (t: Test, options: GatewayOptions = {}): Promise<{ gateway: Gateway, logs: string[], dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   const logs: string[] = []
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: (line) => { logs.push(line) }, ...options })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, log: (line) => { logs.push(line) }, ...options })
   t.teardown(async () => {
     await gateway.close()
     rmSync(dir, { recursive: true, force: true })
@@ -93,13 +95,13 @@ async function assertServes (t: Test, gateway: Gateway, token = gateway.adminTok
 t.test('example-gateway: a client and a device make the full round trip over WebSocket', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   const clock = manualClock(START)
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, clock })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, clock })
   t.teardown(async () => {
     await gateway.close()
     rmSync(dir, { recursive: true, force: true })
   })
   t.match(gateway.url, /^ws:\/\/127\.0\.0\.1:\d+\/api\/websocket$/)
-  const deviceToken = signToken({ u: 2, a: [5, 8], n: ['1'] }, { secret: 'devicehive', now: START })
+  const deviceToken = signToken({ u: 2, a: [5, 8], n: ['1'] }, { secret: SECRET, now: START })
   const client = await new Client(gateway.url).open()
   const device = await new Client(gateway.url).open()
 
@@ -255,7 +257,7 @@ t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE b
   const port = Number(new URL(gateway.url).port)
   const second = join(dir, 'second.db')
   const logs: string[] = []
-  const error = await startGateway({ file: second, secret: 'devicehive', port, log: (line) => { logs.push(line) } }).then(
+  const error = await startGateway({ file: second, secret: SECRET, port, log: (line) => { logs.push(line) } }).then(
     () => t.fail('the second gateway started'), (err: unknown) => err)
   t.match(error, { code: 'EADDRINUSE', message: /EADDRINUSE/ })
   t.notOk(existsSync(second), 'the second database file was never created')
@@ -279,7 +281,7 @@ t.test('example-gateway: a bad maxBufferedBytes fails before listening or openin
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const file = join(dir, 'hub.db')
   for (const maxBufferedBytes of [0, -1, 1.5, Number.NaN]) {
-    await t.rejects(startGateway({ file, secret: 'devicehive', port: 0, maxBufferedBytes }),
+    await t.rejects(startGateway({ file, secret: SECRET, port: 0, maxBufferedBytes }),
       new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`))
   }
   t.notOk(existsSync(file))
@@ -288,7 +290,7 @@ t.test('example-gateway: a bad maxBufferedBytes fails before listening or openin
 t.test('example-gateway: without a secret it makes a random one and refuses the demo secret', async (t) => {
   const { gateway, logs } = await openGateway(t, { secret: undefined })
   t.match(logs, [/^\[gateway\] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set/])
-  const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive' })
+  const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive', allowWeakKey: true })
   const client = await new Client(gateway.url).open()
   t.match(await client.request({ action: 'authenticate', requestId: 1, token: demo }), { status: 'error', code: 401 })
   client.socket.close()
@@ -309,7 +311,7 @@ t.test('example-gateway: other options go to createBroker, and maxFrameBytes bou
 t.test('example-gateway: close() sends clients 1001, cuts off one that does not answer, and closes the broker', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: 'devicehive', port: 0, log: () => {} })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, log: () => {} })
   const polite = await new Client(gateway.url).open()
   const deaf = await new Client(gateway.url).open()
   deaf.socket.on('error', () => {})
@@ -348,7 +350,7 @@ interface Cli {
  */
 function runCli (t: Test, env: Record<string, string>): Cli {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env }
-  for (const name of ['JWT_SECRET', 'MAX_BUFFERED_BYTES'] as const) if (env[name] === undefined) delete childEnv[name]
+  for (const name of ['JWT_SECRET', 'MAX_BUFFERED_BYTES', 'ALLOW_WEAK_KEY'] as const) if (env[name] === undefined) delete childEnv[name]
   // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
   const child = spawn(process.execPath, [...process.execArgv, GATEWAY], { env: childEnv })
   const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => { child.on('close', (code, signal) => { resolve([code, signal]) }) })
@@ -383,11 +385,33 @@ t.test('example-gateway: the command line prints its URL, serves, and exits 0 on
   t.strictSame(await exited, [0, null], 'the gateway exits 0 by itself')
 })
 
+t.test('example-gateway: a weak secret is refused unless asked for, and the port is released', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  await t.rejects(startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', port: 0, log: () => {} }),
+    { name: 'RangeError', message: /^createBroker: the key must be at least 32 bytes, received 6/ })
+  const gateway = await startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', allowWeakKey: true, port: 0, log: () => {} })
+  t.teardown(() => gateway.close())
+  const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive', allowWeakKey: true })
+  const client = await new Client(gateway.url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token: demo })).status, 'success', 'with allowWeakKey, the demo secret works')
+  t.equal((await client.request({ action: 'authenticate', requestId: 2, token: gateway.adminToken })).status, 'success', 'and so does the admin token it prints')
+  client.socket.close()
+})
+
+t.test('example-gateway: the command line refuses a weak JWT_SECRET without ALLOW_WEAK_KEY=1', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const { output, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'weak.db'), JWT_SECRET: 'devicehive' })
+  t.strictSame(await exited, [1, null])
+  t.match(output().stderr, /^\[gateway\] could not start: createBroker: the key must be at least 32 bytes, received 6 .*allowWeakKey/m)
+})
+
 t.test('example-gateway: the command line on a busy port exits 1 with one clear line and no database', async (t) => {
   const { gateway, dir } = await openGateway(t)
   const port = new URL(gateway.url).port
   const file = join(dir, 'second.db')
-  const { output, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: 'devicehive' })
+  const { output, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: SECRET })
   t.strictSame(await exited, [1, null])
   t.equal(output().stdout, '')
   t.match(output().stderr, new RegExp(`^\\[gateway\\] could not start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}$`, 'm'))

@@ -1,11 +1,17 @@
+import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { isDeepStrictEqual } from 'node:util'
+import type { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
-import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore } from '../lib/sqlite-store.js'
-import type { Store } from '../lib/store.js'
+import { lockFile } from '../lib/file-lock.js'
+import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../lib/sqlite-store.js'
+import type { DeviceRecord, Store } from '../lib/store.js'
 import { command, device, storeSuite } from './fixtures/store-suite.js'
+import { expectError as expectOptionError, thrown } from './fixtures/throws.js'
 
 const dir = t.testdir()
 let files = 0
@@ -161,9 +167,8 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   newer.close()
   const seen = spy(t)
   expectError(t, () => sqliteStore(filename), 'ERR_SCHEMA', 'a newer file is refused')
-  t.equal(seen.closed.length, 1, 'the database it opened was closed')
-  t.equal(seen.closed[0]?.name, filename)
-  t.equal(seen.closed[0]?.open, false)
+  t.strictSame(seen.closed.map((db) => db.name).sort(), [filename, `${filename}-lock`], 'the database it opened, and its lock, were closed')
+  t.ok(seen.closed.every((db) => !db.open))
 
   const check = new Database(filename)
   t.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION + 1, 'the newer file is left untouched')
@@ -312,4 +317,351 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
       t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order (${details.join('; ')})`)
     }
   }
+})
+
+t.test('sqlite-store: deviceCacheBytes is checked before the file is created', async (t) => {
+  const filename = file()
+  for (const bad of ['8', null, true, {}]) {
+    expectOptionError(t, () => sqliteStore(filename, { deviceCacheBytes: bad as unknown as number }), TypeError,
+      /^sqliteStore: options\.deviceCacheBytes must be an integer, received /, `deviceCacheBytes ${JSON.stringify(bad)}`)
+  }
+  for (const bad of [-1, 1.5, Number.NaN, Infinity, 2 ** 53]) {
+    expectOptionError(t, () => sqliteStore(filename, { deviceCacheBytes: bad }), RangeError,
+      `sqliteStore: options.deviceCacheBytes must be an integer from 0 to 9007199254740991, received number ${String(bad)}`, `deviceCacheBytes ${String(bad)}`)
+  }
+  t.equal(fs.existsSync(filename), false, 'no file was created')
+  for (const good of [0, 1, Number.MAX_SAFE_INTEGER]) sqliteStore(':memory:', { deviceCacheBytes: good }).close()
+})
+
+// The device cache at its three settings: off, smaller than a few devices, and the default.
+const CACHES: Array<[string, SqliteStoreOptions]> = [
+  ['no device cache', { deviceCacheBytes: 0 }],
+  ['a tiny device cache', { deviceCacheBytes: 2048 }],
+  ['the default device cache', {}]
+]
+
+for (const [label, options] of CACHES) {
+  t.test(`sqlite-store: devices read back right with ${label}`, async (t) => {
+    const store = sqliteStore(file(), options)
+    t.teardown(() => store.close())
+    const expected = new Map<string, DeviceRecord>()
+    const save = (d: DeviceRecord): void => {
+      store.saveDevice(d)
+      expected.set(d.id, d)
+    }
+    const check = (what: string, ids: string[]): void => {
+      const wrong = ids.filter((id) => {
+        const read = store.getDevice(id)
+        return !(read === undefined ? !expected.has(id) : Object.isFrozen(read) && isDeepStrictEqual(read, expected.get(id)))
+      })
+      t.strictSame(wrong, [], `${what}: every device reads back as last saved, frozen`)
+    }
+    const ids = Array.from({ length: 300 }, (_, i) => `dev-${i}`)
+    for (const [i, id] of ids.entries()) {
+      save(device({ id, name: `name ${i}`, data: i % 4 === 0 ? null : JSON.stringify('x'.repeat((i * 37) % 3000)), networkId: i, isBlocked: i % 2 === 0 }))
+    }
+    check('in order', ids)
+    check('in reverse', [...ids].reverse())
+    for (const [i, id] of ids.entries()) {
+      if (i % 3 === 0) save(device({ id, name: `renamed ${i}`, data: `{"i":${i}}` }))
+      if (i % 5 === 0) {
+        store.deleteDevice(id)
+        expected.delete(id)
+      }
+    }
+    check('after replacing a third and deleting a fifth', ids)
+    check('again', [...ids, 'never-saved'])
+
+    // A device larger than the whole tiny cache is never kept, and never hides a later save.
+    save(device({ id: 'big', data: '"small"' }))
+    check('small', ['big'])
+    save(device({ id: 'big', data: JSON.stringify('y'.repeat(5000)) }))
+    check('grown past the tiny cache', ['big'])
+    save(device({ id: 'big', data: '"small again"' }))
+    check('small again', ['big'])
+
+    // A rolled-back save is not served from the cache: it may hold the undone write.
+    const kept = device({ id: 'rolled', name: 'kept' })
+    save(kept)
+    check('before the rollback', ['rolled'])
+    const failure = new Error('roll back')
+    t.equal(thrown(() => store.transaction(() => {
+      store.saveDevice(device({ id: 'rolled', name: 'undone' }))
+      store.saveDevice(device({ id: 'rolled-new', name: 'undone' }))
+      t.equal(store.getDevice('rolled')?.name, 'undone', 'inside the transaction, its own write is seen')
+      throw failure
+    })), failure)
+    check('after the rollback', ['rolled', 'rolled-new'])
+  })
+}
+
+t.test('sqlite-store: the device cache holds no more than deviceCacheBytes', async (t) => {
+  // Seen from outside: a device changed in the file behind the store's back is served as it
+  // was while it stays cached, and read afresh once evicted. After 100 devices are saved and
+  // read, then all changed behind its back, those still served as they were are the cached ones.
+  // Read back from the most recently used: a hit moves nothing out, so none is missed.
+  const cases: Array<[string, SqliteStoreOptions, (stale: number) => boolean]> = [
+    ['off', { deviceCacheBytes: 0 }, (stale) => stale === 0],
+    // Each device holds 100 characters of data, at least 100 bytes: at most 40 fit in 4096.
+    ['4096 bytes', { deviceCacheBytes: 4096 }, (stale) => stale >= 1 && stale * 100 <= 4096],
+    ['the default', {}, (stale) => stale === 100]
+  ]
+  for (const [label, options, ok] of cases) {
+    const filename = file()
+    const store = sqliteStore(filename, options)
+    const ids = Array.from({ length: 100 }, (_, i) => `d${i}`)
+    for (const id of ids) store.saveDevice(device({ id, name: 'as saved', data: JSON.stringify('x'.repeat(98)) }))
+    for (const id of ids) store.getDevice(id)
+    const behind = new Database(filename)
+    behind.prepare("UPDATE devices SET name = 'changed behind its back'").run()
+    behind.close()
+    const stale = [...ids].reverse().filter((id) => store.getDevice(id)?.name === 'as saved').length
+    t.ok(ok(stale), `${label}: ${stale} of 100 devices served from the cache`)
+    await store.close()
+  }
+})
+
+// --- ownership: one live store per file, and nothing left behind ---------------------------
+
+const CHILD = fileURLToPath(new URL('./fixtures/sqlite-store-child.ts', import.meta.url))
+// Generous: the child loads the TypeScript loader first, seconds on a slow machine. It only
+// bounds a failure, which then fails the test instead of hanging it.
+const CHILD_TIMEOUT = 60_000
+
+interface ChildLine { open: true, id: number, codes: unknown[] }
+interface Child {
+  process: ChildProcess
+  /** The child's line, once its store is open. */
+  line: Promise<ChildLine>
+  /** How it ended, once it has and its pipes are drained. */
+  ended: Promise<{ code: number | null, signal: NodeJS.Signals | null, stderr: string }>
+}
+
+function startChild (args: string[]): Child {
+  // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
+  const child = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
+  child.stderr.on('data', (chunk: string) => { stderr += chunk })
+  const ended = new Promise<Awaited<Child['ended']>>((resolve) => {
+    child.on('close', (code, signal) => { resolve({ code, signal, stderr }) })
+  })
+  const line = new Promise<ChildLine>((resolve, reject) => {
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk
+      const end = stdout.indexOf('\n')
+      if (end >= 0) resolve(JSON.parse(stdout.slice(0, end)) as ChildLine)
+    })
+    void ended.then(({ code, signal }) => { reject(new Error(`the child ended (code ${String(code)}, signal ${String(signal)}) without its line: ${stderr}`)) })
+  })
+  return { process: child, line, ended }
+}
+
+/** `promise`, or 'timed out' after `ms`: for a failure that must fail a test, not hang it. */
+async function within<T> (promise: Promise<T>, ms = CHILD_TIMEOUT): Promise<T | 'timed out'> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<'timed out'>((resolve) => { timer = setTimeout(() => { resolve('timed out') }, ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+t.test('sqlite-store: a second store on a file a live store holds fails with ERR_LOCKED, and leaves it be', async (t) => {
+  const filename = file()
+  const first = sqliteStore(filename)
+  first.saveDevice(device({ id: 'dev', name: 'first' }))
+  const id = first.insertCommand(command({ deviceId: 'dev' }))
+  const seen = spy(t)
+  // The same file by other names: SQLite resolves them, and so does the lock.
+  fs.mkdirSync(path.join(dir, 'sub'), { recursive: true })
+  fs.symlinkSync(filename, `${filename}.link`)
+  const names = [filename, path.join(dir, 'sub', '..', path.basename(filename)), path.relative(process.cwd(), filename), `${filename}.link`]
+  for (const name of names) {
+    const error = thrown(() => sqliteStore(name))
+    t.ok(error instanceof BrokerError, `${name}: a BrokerError`)
+    t.equal((error as BrokerError).code, 'ERR_LOCKED', `${name}: ERR_LOCKED`)
+    t.match((error as BrokerError).message, `sqliteStore: ${filename} is already open in another store`, `${name}: the message names the file`)
+  }
+  t.ok(seen.databases.length >= names.length, 'each attempt opened the file')
+  t.ok(seen.databases.every((db) => !db.open), 'and closed whatever it opened')
+  t.notOk(seen.sql.some((sql) => /journal_mode|user_version|CREATE|INSERT|UPDATE|DELETE/i.test(sql)), 'without reading or writing it')
+
+  first.saveDevice(device({ id: 'dev', name: 'still first' }))
+  t.equal(first.getDevice('dev')?.name, 'still first', 'the first store still writes')
+  t.equal(first.getCommand(id, 0)?.deviceId, 'dev', 'and reads')
+
+  // A Database passed in is its owner's: no lock is taken on it, so this one opens.
+  const db = new Database(filename)
+  const passed = sqliteStore(db)
+  t.equal(passed.getDevice('dev')?.name, 'still first', 'a passed-in Database takes no lock')
+  passed.close()
+  db.close()
+
+  first.close()
+  const second = sqliteStore(filename)
+  t.equal(second.getDevice('dev')?.name, 'still first', 'once the first store is closed, the file opens')
+  await second.close()
+})
+
+t.test('sqlite-store: a file held by a store in another process fails with ERR_LOCKED until that process dies', async (t) => {
+  const filename = file()
+  const child = startChild(['hold', filename])
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const line = await within(child.line)
+  if (line === 'timed out') return t.fail('the child did not open its store in time')
+  expectError(t, () => sqliteStore(filename), 'ERR_LOCKED', 'while the child holds it')
+
+  child.process.kill('SIGKILL')
+  const end = await within(child.ended)
+  t.equal(end === 'timed out' ? end : end.signal, 'SIGKILL', 'the child was killed')
+  // No wait, no cleanup: the operating system let the lock go with the process.
+  const store = sqliteStore(filename)
+  t.equal(store.getCommand(line.id, 0)?.command, 'hold', 'the file opens, with what the killed store committed')
+  t.ok(fs.existsSync(`${filename}-lock`), 'the lock file is still there, and blocks nothing')
+  await store.close()
+})
+
+t.test('sqlite-store: a store never closed, and failed opens, do not keep the process alive', async (t) => {
+  const filename = file()
+  // Another application's database at our schema version, without our tables: it fails late,
+  // in the store's constructor, after the file is open and configured.
+  const foreign = path.join(t.testdir(), 'foreign.db')
+  const other = new Database(foreign)
+  other.exec('CREATE TABLE theirs (x)')
+  other.pragma(`user_version = ${SCHEMA_VERSION}`)
+  other.close()
+  const child = startChild(['leave-open', filename, foreign, '5'])
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const line = await within(child.line)
+  if (line === 'timed out') return t.fail('the child did not open its store in time')
+  t.strictSame(line.codes, ['SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR', 'SQLITE_ERROR'], 'the five opens of the foreign file failed')
+  const end = await within(child.ended)
+  t.strictSame(end === 'timed out' ? end : { code: end.code, signal: end.signal }, { code: 0, signal: null },
+    'the child, its store open, ended by itself')
+  const store = sqliteStore(filename)
+  t.equal(store.getCommand(line.id, 0)?.command, 'leave-open', 'what it wrote was committed')
+  await store.close()
+})
+
+t.test('sqlite-store: a failed open leaves no connection, lock or thread behind', async (t) => {
+  const testdir = t.testdir()
+  const at = (name: string): string => path.join(testdir, name)
+  fs.writeFileSync(at('text.db'), 'not a database, '.repeat(200))
+  const other = new Database(at('other.db'))
+  other.exec('CREATE TABLE theirs (x)')
+  other.pragma(`user_version = ${SCHEMA_VERSION}`)
+  other.close()
+  const newer = new Database(at('newer.db'))
+  newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`)
+  newer.close()
+  sqliteStore(at('junk-lock.db')).close()
+  fs.writeFileSync(at('junk-lock.db-lock'), 'not a database, '.repeat(200))
+  // inline: the holder starts no thread of its own.
+  const holder = sqliteStore(at('held.db'), { checkpoint: 'inline' })
+  t.teardown(() => holder.close())
+
+  // Node announces each new Worker on process 'worker' (on the next tick); watch each one end.
+  const exits: Array<Promise<void>> = []
+  const watch = (worker: Worker): void => { exits.push(new Promise((resolve) => { worker.once('exit', () => { resolve() }) })) }
+  process.on('worker', watch)
+  t.teardown(() => { process.off('worker', watch) })
+  const seen = spy(t)
+  const cases: Array<[string, string]> = [
+    ['text.db', 'SQLITE_NOTADB'], ['other.db', 'SQLITE_ERROR'], ['newer.db', 'ERR_SCHEMA'],
+    ['junk-lock.db', 'SQLITE_NOTADB'], ['held.db', 'ERR_LOCKED']
+  ]
+  for (const [name, code] of cases) {
+    for (let i = 0; i < 5; i++) {
+      t.equal((thrown(() => sqliteStore(at(name))) as { code?: unknown } | undefined)?.code, code, `${name}, attempt ${i}: ${code}`)
+    }
+    if (name !== 'held.db' && name !== 'junk-lock.db') {
+      const lock = thrown(() => { lockFile(at(`${name}-lock`), name).release() })
+      t.equal(lock, undefined, `${name}: the lock was released`)
+    }
+  }
+  t.ok(seen.databases.length >= 25, 'the attempts opened connections')
+  t.ok(seen.databases.every((db) => !db.open), 'and closed every one')
+  await new Promise((resolve) => { setImmediate(resolve) })
+  const ended = await within(Promise.all(exits))
+  t.not(ended, 'timed out', `every thread started (${exits.length}) has ended`)
+  t.equal(holder.lastCommandId(), 0, 'the holder is untouched')
+})
+
+// --- file identity: never acknowledge into a file that is gone -----------------------------
+
+/** Every kind of write, each expected to throw ERR_FILE_MOVED with `message`. */
+function refusedWrites (t: Test, store: Store, id: number, message: RegExp): void {
+  const writes: Array<[string, () => unknown]> = [
+    ['a transaction', () => store.transaction(() => store.insertCommand(command({ deviceId: 'dev', command: 'lost' })))],
+    ['insertCommand', () => store.insertCommand(command({ deviceId: 'dev', command: 'lost' }))],
+    ['saveDevice', () => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }],
+    ['saveDevice in a transaction', () => { store.transaction(() => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }) }],
+    ['updateCommand', () => store.updateCommand(id, 'dev', { status: 'lost' }, 2, 0)],
+    ['expireCommands', () => store.expireCommands([id], 100)],
+    ['deleteDevice', () => store.deleteDevice('dev')],
+    ['deleteCommands', () => store.deleteCommands('dev', 10)]
+  ]
+  for (const [label, write] of writes) {
+    const error = thrown(write)
+    t.ok(error instanceof BrokerError, `${label}: a BrokerError`)
+    t.equal((error as BrokerError | undefined)?.code, 'ERR_FILE_MOVED', `${label}: ERR_FILE_MOVED`)
+    t.match((error as BrokerError | undefined)?.message, message, `${label}: says what happened`)
+  }
+  // Reads serve what the store has open, and show every write above rolled back.
+  t.equal(store.getDevice('dev')?.name, 'before', 'reads still work; no device write stayed, nor in the cache')
+  t.strictSame(store.getCommand(id, 0), { id, ...command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }) }, 'no command write stayed')
+  t.strictSame(store.scanCommands({ deviceId: 'dev', order: 'ASC', examine: 10, take: 10 }, 0).rows.map((c) => c.command), ['kept'])
+  t.strictSame(store.countPending('dev', 0, undefined, 10), { count: 1, next: undefined })
+}
+
+function withData (store: Store): number {
+  store.saveDevice(device({ id: 'dev', name: 'before' }))
+  return store.insertCommand(command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }))
+}
+
+t.test('sqlite-store: a file deleted under the store: every write throws ERR_FILE_MOVED and commits nothing', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => store.close())
+  const id = withData(store)
+  fs.rmSync(filename)
+  refusedWrites(t, store, id, new RegExp(`^sqliteStore: ${filename} no longer exists: it was deleted or renamed under the store; nothing was written$`))
+})
+
+t.test('sqlite-store: another file renamed over the store\'s: every write throws ERR_FILE_MOVED and commits nothing', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => store.close())
+  const id = withData(store)
+  const copy = file()
+  fs.copyFileSync(filename, copy)
+  fs.renameSync(copy, filename)
+  refusedWrites(t, store, id, new RegExp(`^sqliteStore: ${filename} is another file than the one the store opened: it was replaced under the store; nothing was written$`))
+})
+
+t.test('sqlite-store: a passed-in Database on a file is checked too; :memory: is not', async (t) => {
+  const filename = file()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  // In WAL mode, as a store's own file is: in rollback-journal mode SQLite refuses writes to a
+  // deleted file by itself (SQLITE_READONLY_DBMOVED), but not in WAL mode.
+  db.pragma('journal_mode = WAL')
+  const store = sqliteStore(db)
+  const id = withData(store)
+  fs.rmSync(filename)
+  refusedWrites(t, store, id, /no longer exists/)
+  store.close()
+  expectError(t, () => sqliteStore(db), 'ERR_FILE_MOVED', 'a passed-in Database whose file is already gone is refused')
+  t.equal(db.open, true, 'and left open for its owner')
+
+  // Nothing to check for a database without a file: writes go on.
+  const memory = sqliteStore(':memory:')
+  withData(memory)
+  memory.transaction(() => memory.insertCommand(command()))
+  t.equal(memory.lastCommandId(), 2)
+  memory.close()
 })
