@@ -120,6 +120,9 @@ export function resolveKey (options: { secret?: unknown, key?: unknown }, who: s
   throw new TypeError(`${who}: options.secret (DeviceHive's JWT_SECRET string) or options.key (Uint8Array) is required`)
 }
 
+// Longest token kept in the cache, in characters: DeviceHive's are a few hundred.
+const MAX_CACHED_TOKEN = 8192
+
 /** The shortest HMAC key accepted without `allowWeakKey`, in bytes: SHA-256's output size. */
 export const MIN_KEY_BYTES = 32
 
@@ -166,7 +169,9 @@ export class Authenticator {
     let grant: Grant
     if (cached === undefined) {
       grant = this.#compile(token)
-      if (this.#cacheSize > 0) {
+      // A token is at most a frame long: one so long that caching it would cost real memory
+      // is verified every time instead.
+      if (this.#cacheSize > 0 && token.length <= MAX_CACHED_TOKEN) {
         this.#evict()
         this.#cache.set(token, { grant, used: false })
       }
@@ -264,6 +269,23 @@ function ids (list: readonly string[]): '*' | Set<number> {
     if (Number.isSafeInteger(id) && String(id) === item) set.add(id)
   }
   return set
+}
+
+/** Whether the grant holds every action and reaches every device: it may mint any token. */
+export function isAdmin (grant: Grant): boolean {
+  return grant.actions === ALL_ACTIONS && grant.allDevices
+}
+
+// DeviceHive's action names, lower-cased, to their ids: `token/create` takes either.
+const ACTION_NAMES: ReadonlyMap<string, number> = new Map([
+  ['*', Action.All],
+  ...Object.entries(Action).map(([name, id]): [string, number] => [name.toLowerCase(), id])
+])
+
+/** An action id, or DeviceHive's name of one (any case, `*` for all); undefined if neither. */
+export function actionId (action: number | string): number | undefined {
+  if (typeof action === 'number') return Number.isInteger(action) && action >= 0 && action <= 18 ? action : undefined
+  return ACTION_NAMES.get(action.toLowerCase())
 }
 
 /** Whether the grant holds an action (an `Action` id). */

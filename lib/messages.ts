@@ -16,6 +16,7 @@ export const COMMAND_NAME_INVALID = 'Field cannot be empty. The length of comman
 export const COMMAND_ID_REQUIRED = 'Command id is wrong or empty'
 export const INTERNAL_ERROR = 'Internal server error'
 export const BROKER_CLOSED = 'Broker is closed'
+export const REFRESH_TOKEN_REQUIRED = 'Refresh token is required'
 export const SESSION_REQUIRED = 'Subscriptions need a session: use broker.session(push)'
 
 export function unknownAction (action: string): string {

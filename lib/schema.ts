@@ -290,3 +290,18 @@ export function deviceError (issues: z.core.$ZodIssue[]): ProtocolError {
   }
   return new ProtocolError(400, DEVICE_NAME_INVALID)
 }
+
+/** `token/refresh` (spec §11). */
+export const tokenRefreshSchema = z.object({
+  refreshToken: text.nullish()
+})
+
+/** The `payload` of `token/create` (spec §11): actions as ids or DeviceHive's names. */
+export const tokenPayload = z.object({
+  userId: int.nullish(),
+  actions: z.array(z.union([z.int(), z.string()])).nullish(),
+  networkIds: z.array(text).nullish(),
+  deviceTypeIds: z.array(text).nullish(),
+  expiration: timestamp.nullish(),
+  refreshExpiration: timestamp.nullish()
+})

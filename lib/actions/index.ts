@@ -10,6 +10,9 @@ export type { Action, Request, Result } from './request.js'
 /** The actions, by wire name. */
 export const ACTIONS: ReadonlyMap<string, Action> = new Map<string, Action>([
   ['authenticate', tokens.authenticate],
+  ['token/refresh', tokens.refresh],
+  ['token/create', tokens.create],
+  ['server/info', tokens.serverInfo],
   ['command/insert', commands.insert],
   ['command/update', commands.update],
   ['command/get', commands.get],
