@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { ACTIONS, WRITES, type Result } from './actions/index.js'
 import { BrokerError, isBrokerError, ProtocolError } from './errors.js'
 import { Core, type BrokerEvents, type Message } from './core.js'
-import { Expiry, type RecoveryReport } from './expiry.js'
+import type { RecoveryReport } from './expiry.js'
 import { WriteOp } from './group-commit.js'
 import { INTERNAL_ERROR, MALFORMED_JSON, unknownAction, validationFailed } from './messages.js'
 import { resolveOptions, type BrokerOptions } from './options.js'
@@ -75,7 +75,6 @@ export class Broker {
   readonly ready: Promise<RecoveryReport>
 
   readonly #core: Core
-  readonly #expiry: Expiry
   readonly #host: SessionHost
   #closing: Promise<void> | undefined
 
@@ -83,9 +82,7 @@ export class Broker {
   constructor (store: Store, options: BrokerOptions) {
     const core = new Core(store, resolveOptions(options))
     this.#core = core
-    this.#expiry = new Expiry(core)
-    core.arm = (id, expiresAt) => { this.#expiry.arm(id, expiresAt) }
-    this.ready = this.#expiry.ready
+    this.ready = core.expiry.ready
     this.#host = {
       dispatch: (state, message, token, afterReply) => this.#dispatch(state, message, token, afterReply),
       pushFailed: (err) => { core.fail('ERR_PUSH', 'a session push failed', err) },
@@ -165,7 +162,7 @@ export class Broker {
     // Closed first: whatever the last flush makes a subscriber do is refused with 503.
     core.closed = true
     core.writes.flush()
-    this.#expiry.close()
+    core.expiry.close()
     for (const state of core.sessions) state.close()
     try {
       await core.store.close()

@@ -2,6 +2,7 @@ import mittModule, { type Emitter } from 'mitt'
 import { allows, Authenticator, canSee, type ActionId, type Grant } from './auth.js'
 import type { Clock } from './clock.js'
 import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
+import { Expiry } from './expiry.js'
 import { CommandEvent, FanOut } from './fan-out.js'
 import { guardStore } from './guarded-store.js'
 import { WriteQueue, type InsertOp, type UpdateOp } from './group-commit.js'
@@ -51,8 +52,8 @@ export class Core {
   readonly sessions = new Set<SessionState>()
   /** Devices whose commands are being deleted, and when that is done: a new device of the id waits. */
   readonly deletions = new Map<string, Promise<void>>()
-  /** Starts a command's expiry timer (set by the expiry, which owns the timer wheel). */
-  arm: (id: number, expiresAt: number) => void = () => {}
+  /** Expires commands when their time comes: the timer wheel and start-up recovery. */
+  readonly expiry: Expiry
   closed = false
   #nextSubscriptionId = 1
   // The error of each slice of writes whose transaction failed, until it is settled.
@@ -69,6 +70,8 @@ export class Core {
       settle: (ops) => { this.#settle(ops) }
     })
     this.pending = new PendingCounts(this.store, STEP_EXAMINE * 4)
+    // Last: it reads the store, and starts recovery on the next turn.
+    this.expiry = new Expiry(this)
   }
 
   /** The wall clock, epoch ms: for the times clients see and token expiry. */
@@ -158,7 +161,7 @@ export class Core {
     for (const op of ops) {
       if (op.kind === 'insert') {
         const { record } = op
-        if (record.expiresAt !== null && !this.closed) this.arm(record.id, record.expiresAt)
+        if (record.expiresAt !== null && !this.closed) this.expiry.arm(record.id, record.expiresAt)
         // One whose lifetime ran out before it committed is gone for readers already: it is
         // reported when its timer fires, not pushed as new.
         if (this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)) {

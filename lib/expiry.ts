@@ -51,7 +51,7 @@ export class Expiry {
     this.#wheel.add(id, expiresAt)
   }
 
-  /** Stops the wheel and recovery; `ready` resolves with what recovery had done. */
+  /** Stops the wheel and recovery (nothing of either runs after); `ready` resolves with what recovery had done. */
   close (): void {
     this.#wheel.close()
     if (this.#recoveryImmediate !== undefined) clearImmediate(this.#recoveryImmediate)
@@ -74,6 +74,8 @@ export class Expiry {
       return 0
     }
     for (const record of removed) {
+      // A listener may have closed the broker, and with it the store: the rest go unreported.
+      if (core.closed) break
       if (record.updated) continue
       core.pending.uncount(record)
       // A command whose device was deleted is gone already: it expires unreported.
@@ -89,7 +91,6 @@ export class Expiry {
     this.#recoveryImmediate = undefined
     this.#recoveryTimer = undefined
     const core = this.#core
-    if (core.closed) return
     let page
     try {
       // One step per event-loop turn, no bigger than what expiry may do in one turn.

@@ -168,7 +168,7 @@ class MemoryStore implements Store {
     const sign = query.sortOrder === 'ASC' ? 1 : -1
     const rows = window.filter((record) => !expired(record, now) && this.#devices.has(record.deviceId) && named(query, record) &&
       (query.status === undefined || record.status === query.status))
-    rows.sort((a, b) => sign * (compare(a[field], b[field]) || compare(a.timestamp, b.timestamp) || a.id - b.id))
+    rows.sort((a, b) => sign * (compare(a[field], b[field]) || a.timestamp - b.timestamp || a.id - b.id))
     return rows.slice(query.skip, query.skip + query.take).map((record) => ({ ...record }))
   }
 
@@ -299,13 +299,12 @@ function expired (record: CommandRecord, now: number): boolean {
   return record.expiresAt !== null && record.expiresAt <= now
 }
 
-// SQLite's order: nulls first, numbers by value, text by code point (its BINARY collation
-// compares UTF-8 bytes, which is code point order; JS `<` compares UTF-16 units, which is not).
-function compare (a: string | number | null, b: string | number | null): number {
+// SQLite's order of text: nulls first, then by code point (its BINARY collation compares UTF-8
+// bytes, which is code point order; JS `<` compares UTF-16 units, which is not).
+function compare (a: string | null, b: string | null): number {
   if (a === b) return 0
   if (a === null) return -1
   if (b === null) return 1
-  if (typeof a === 'number' || typeof b === 'number') return a < b ? -1 : 1
   for (let i = 0, j = 0; i < a.length && j < b.length;) {
     const x = a.codePointAt(i) as number
     const y = b.codePointAt(j) as number

@@ -72,7 +72,7 @@ export class Subscription implements Subscriber, SessionSubscription {
       this.end()
       throw err
     }
-    if (this.#waiting !== undefined) void this.#continue(replay)
+    void this.#continue(replay)
   }
 
   /** Releases the pushes held until the reply was out. */

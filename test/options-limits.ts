@@ -7,10 +7,11 @@ import { DEFAULTS } from '../lib/options.js'
 import type { Reply } from '../lib/schema.js'
 import type { CommandRecord } from '../lib/store.js'
 import { body, errorOf, setup, START, type Fixture } from './fixtures/broker.js'
-import { scanAll } from './fixtures/store-suite.js'
+import { command, scanAll } from './fixtures/store-suite.js'
+import { wireBytes } from '../lib/turns.js'
 
 const VALIDATION = /^Validation failed with following violations: \S/
-const LIMITS = ['maxFrameBytes', 'maxPayloadBytes', 'maxJsonDepth', 'maxFilterItems', 'maxPendingPerDevice', 'maxSubscriptionsPerSession', 'maxLifetime'] as const
+const LIMITS = ['maxFrameBytes', 'maxPayloadBytes', 'maxJsonDepth', 'maxFilterItems', 'maxReplyBytes', 'maxTake', 'maxHistory', 'maxSortWindow', 'maxPendingPerDevice', 'maxSubscriptionsPerSession', 'maxLifetime'] as const
 let checked = 0
 
 /** A 400 `Validation failed with following violations: ...` that names `what`. */
@@ -243,6 +244,66 @@ t.test('options-limits: maxSubscriptionsPerSession allows exactly the default, t
   body(await session.handle({ action: 'command/unsubscribe', subscriptionId: body(await session.handle({ action: 'subscription/list' })).subscriptions[0].subscriptionId }))
   t.equal((await session.handle({ action: 'command/subscribe' })).status, 'success', 'room for one after an unsubscribe')
   validation(t, await session.handle({ action: 'command/subscribe' }), /subscriptions/, 'and then full again')
+  checked += 2
+})
+
+t.test('options-limits: maxTake and maxHistory accept exactly the default, refuse one more', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  const take = DEFAULTS.maxTake
+  t.equal((await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', take }, w.admin)).status, 'success', `take ${take}`)
+  validation(t, await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', take: take + 1 }, w.admin), new RegExp(`take must be at most ${take}`), `take ${take + 1}`)
+  const session = w.broker.session(() => {})
+  const limit = DEFAULTS.maxHistory
+  t.equal((await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', timestamp: START, limit }, w.admin)).status, 'success', `limit ${limit}`)
+  validation(t, await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', timestamp: START, limit: limit + 1 }, w.admin),
+    new RegExp(`limit must be from 0 to ${limit}`), `limit ${limit + 1}`)
+  checked += 4
+})
+
+t.test('options-limits: maxSortWindow sorts exactly the default number of commands, refuses one more', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  const limit = DEFAULTS.maxSortWindow
+  w.store.transaction(() => {
+    for (let i = 0; i < limit; i++) w.store.insertCommand(command({ deviceId: 'lamp-1', command: `c${i % 97}`, timestamp: START + i }))
+  })
+  const sorted = await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'command', take: 3 }, w.admin)
+  t.same((body(sorted).commands as Array<{ command: string }>).map((c) => c.command), ['c0', 'c0', 'c0'], `${limit} commands sorted`)
+  w.store.insertCommand(command({ deviceId: 'lamp-1', command: 'one more', timestamp: START + limit }))
+  validation(t, await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'status' }, w.admin),
+    new RegExp(`sorting by status covers at most ${limit} commands; narrow the window with start and end, or sort by timestamp`), `${limit + 1} commands`)
+  t.equal((await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'status', end: START + limit }, w.admin)).status, 'success', 'a narrower window is sorted')
+  t.equal((await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'timestamp', take: 5 }, w.admin)).status, 'success', 'sorting by timestamp has no such bound')
+  checked += 2
+})
+
+t.test('options-limits: maxReplyBytes answers a list of exactly the default, refuses one byte more', async (t) => {
+  const w = setup(t)
+  await w.device('lamp-1')
+  await w.device('lamp-2')
+  const limit = DEFAULTS.maxReplyBytes
+  // 33 commands whose sizes on the wire add up to exactly the limit, on each device; on
+  // lamp-2 the last one is a byte larger.
+  const rows = 33
+  const bare = wireBytes({ id: 0, ...command({ deviceId: 'lamp-1', command: 'big' }) })
+  const each = Math.floor(limit / rows) - bare
+  const last = limit - (rows - 1) * (bare + each) - bare
+  for (const [deviceId, extra] of [['lamp-1', 0], ['lamp-2', 1]] as const) {
+    w.store.transaction(() => {
+      for (let i = 0; i < rows; i++) {
+        const length = (i === rows - 1 ? last + extra : each) - 2
+        w.store.insertCommand(command({ deviceId, command: 'big', timestamp: START + i, parameters: JSON.stringify('x'.repeat(length)) }))
+      }
+    })
+  }
+  const exact = await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', take: 100 }, w.admin)
+  t.equal((body(exact).commands as unknown[]).length, rows, `${limit} bytes: answered`)
+  validation(t, await w.broker.handle({ action: 'command/list', deviceId: 'lamp-2', take: 100 }, w.admin),
+    new RegExp(`the reply would be larger than ${limit} bytes; ask for fewer commands with take`), `${limit + 1} bytes`)
+  t.equal((await w.broker.handle({ action: 'command/list', deviceId: 'lamp-2', take: rows - 1 }, w.admin)).status, 'success', 'fewer commands fit')
+  validation(t, await w.broker.handle({ action: 'command/list', deviceId: 'lamp-2', take: 100, sortField: 'command' }, w.admin),
+    /the reply would be larger/, 'sorted by command too')
   checked += 2
 })
 

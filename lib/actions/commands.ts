@@ -25,7 +25,13 @@ export function insert (request: Request): Result | Promise<Result> {
   let pending = core.pending.get(device.id)
   if (pending === undefined) {
     const loaded = core.pending.load(device.id, core.clock.now())
-    if (loaded instanceof Promise) return loaded.then(() => again(request, insert))
+    if (loaded instanceof Promise) {
+      return loaded.then(() => again(request, insert), (err: unknown) => {
+        // A broker closed under the count closed its store too: that is a 503, not a failure.
+        core.checkOpen(request.session)
+        throw err
+      })
+    }
     pending = loaded
   }
   if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)

@@ -86,6 +86,9 @@ t.test('tokens: token/create grants no more than the caller has', async (t) => {
     ['no ManageToken', {}, token({ u: 5, a: [5], n: ['1'] })]
   ]
   for (const [name, payload, tok] of rows) t.strictSame(errorOf(await create(payload, tok ?? manager)), DENIED, name)
+  const nowhere = token({ u: 5, a: [15, 5], n: undefined })
+  t.strictSame(errorOf(await create({ networkIds: ['1'] }, nowhere)), DENIED, 'a token that reaches no network grants none')
+  t.strictSame(claimsOf(body(await create({ networkIds: [] }, nowhere)).accessToken).n, [], 'but may mint an empty list')
   const typed = token({ u: 5, a: [15], n: ['1'], dt: ['3'] })
   t.strictSame(claimsOf(body(await create({ deviceTypeIds: null }, typed)).accessToken).dt, ['3'], 'null copies the caller\'s device types')
   t.equal((await create({ userId: 99, actions: [0], networkIds: ['*'] }, admin)).status, 'success', 'an admin may mint any')

@@ -1,0 +1,58 @@
+// command/insert and command/list beyond the basics (test/broker.ts and test/session.ts have
+// those): the pending count loaded over turns, and lists read a bounded step per turn.
+import t from 'tap'
+import { memoryStore } from '../../lib/memory-store.js'
+import type { Command } from '../../lib/schema.js'
+import type { Store } from '../../lib/store.js'
+import { STEP_EXAMINE } from '../../lib/turns.js'
+import { body, CLOSED, errorOf, overridable, setup, START } from '../fixtures/broker.js'
+import { command } from '../fixtures/store-suite.js'
+
+// `n` commands of `deviceId` put straight into the store, a millisecond apart from START.
+function fill (store: Store, deviceId: string, n: number, fields: Parameters<typeof command>[0] = {}): void {
+  store.transaction(() => { for (let i = 0; i < n; i++) store.insertCommand(command({ deviceId, timestamp: START + i, ...fields })) })
+}
+
+t.test('commands: the first insert of a device with many commands waits for its count, loaded over turns', async (t) => {
+  const inner = memoryStore()
+  let counted = 0
+  const store: Store = { ...overridable(inner), countPending: (...args) => { counted++; return inner.countPending(...args) } }
+  const { broker, admin, device } = setup(t, { maxPendingPerDevice: 5 * STEP_EXAMINE }, store)
+  await device('lamp-1')
+  fill(inner, 'lamp-1', 5 * STEP_EXAMINE - 2)
+  const replies = await Promise.all([1, 2, 3].map((i) => broker.handle({ action: 'command/insert', requestId: i, deviceId: 'lamp-1', command: { command: `c${i}` } }, admin)))
+  t.same(replies.map((reply) => reply.status), ['success', 'success', 'error'], 'counted: room for two more')
+  t.same(replies.map((reply) => (reply.command as { id?: number } | undefined)?.id), [5 * STEP_EXAMINE - 1, 5 * STEP_EXAMINE, undefined], 'in the order they came')
+  t.ok(counted >= 2, `the count took ${counted} steps`)
+})
+
+t.test('commands: an insert waiting for its count is refused 503 if the broker closes meanwhile', async (t) => {
+  const inner = memoryStore()
+  const { broker, admin, device } = setup(t, {}, inner)
+  await device('lamp-1')
+  fill(inner, 'lamp-1', 5 * STEP_EXAMINE)
+  const reply = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'late' } }, admin)
+  await broker.close()
+  t.strictSame(errorOf(await reply), CLOSED)
+})
+
+t.test('commands: command/list reads a bounded step per turn, skipping past rows it need not return', async (t) => {
+  const inner = memoryStore()
+  const takes: number[] = []
+  const store: Store = { ...overridable(inner), scanCommands: (scan, now) => { takes.push(scan.take); return inner.scanCommands(scan, now) } }
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  fill(inner, 'lamp-1', 3 * STEP_EXAMINE, { command: 'common' })
+  fill(inner, 'lamp-1', 3, { command: 'rare', timestamp: START + 3 * STEP_EXAMINE + 1 })
+  const reply = await broker.handle({ action: 'command/list', deviceId: 'lamp-1', command: 'rare', skip: 1 }, admin)
+  t.same((body(reply).commands as Command[]).map((c) => c.id), [3 * STEP_EXAMINE + 2, 3 * STEP_EXAMINE + 3], 'found past three steps of other commands')
+  t.ok(takes.length >= 4, `${takes.length} steps`)
+  t.ok(takes[0] as number < 10, `the first step takes no more than the largest rows allow (${takes[0]})`)
+  const all = await broker.handle({ action: 'command/list', deviceId: 'lamp-1', take: 1000 }, admin)
+  t.equal((body(all).commands as Command[]).length, 1000)
+  t.ok(Math.max(...takes) > 100, 'once rows are seen to be small, a step takes more of them')
+  const closing = broker.handle({ action: 'command/list', deviceId: 'lamp-1', command: 'none' }, admin)
+  await new Promise(setImmediate)
+  await broker.close()
+  t.strictSame(errorOf(await closing), CLOSED, 'a list the broker closed under is answered 503')
+})

@@ -1,0 +1,93 @@
+// A subscription's life: history replayed a bounded step per turn after the reply, live
+// events waiting meanwhile and delivered after, without what the history already sent.
+import t from 'tap'
+import type { BrokerError } from '../lib/errors.js'
+import { memoryStore } from '../lib/memory-store.js'
+import type { Push } from '../lib/schema.js'
+import type { Store } from '../lib/store.js'
+import { STEP_EXAMINE } from '../lib/turns.js'
+import { body, overridable, setup, START } from './fixtures/broker.js'
+import { command } from './fixtures/store-suite.js'
+
+const turn = (): Promise<void> => new Promise(setImmediate)
+// Three scan steps' worth of commands, ten ms apart; two of them named 'rare'.
+const COUNT = 3 * STEP_EXAMINE
+const RARE = [Math.floor(STEP_EXAMINE / 2), Math.floor(2.5 * STEP_EXAMINE)]
+
+async function world (t: Parameters<typeof setup>[0], options: Parameters<typeof setup>[1] = {}, wrap: (inner: Store) => Store = (inner) => inner): Promise<ReturnType<typeof setup> & { pushes: Push[], session: ReturnType<ReturnType<typeof setup>['broker']['session']> }> {
+  const inner = memoryStore()
+  const w = setup(t, options, wrap(inner))
+  await w.device('lamp-1')
+  inner.transaction(() => {
+    for (let i = 0; i < COUNT; i++) {
+      inner.insertCommand(command({ deviceId: 'lamp-1', command: RARE.includes(i) ? 'rare' : 'common', timestamp: START + 10 * i }))
+    }
+  })
+  const pushes: Push[] = []
+  const session = w.broker.session((push) => { pushes.push(push) })
+  body(await session.handle({ action: 'authenticate', token: w.admin }))
+  return { ...w, pushes, session }
+}
+
+t.test('subscription: history comes over several turns, then what came meanwhile, without repeats', async (t) => {
+  const w = await world(t)
+  const reply = await w.session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1 })
+  const id = body(reply).subscriptionId as number
+  t.same(w.pushes, [], 'nothing before the reply is out')
+  // Live while the replay is under way: it lands beyond where the replay has read, so the
+  // replay finds it too. It is pushed once.
+  const live = await w.insert('lamp-1', { command: 'rare', timestamp: new Date(START + 10 * COUNT - 5).toISOString() })
+  for (let i = 0; i < 5; i++) await turn()
+  t.same(w.pushes.map((push) => [push.subscriptionId, push.command.timestamp]), [
+    [id, new Date(START + 10 * (RARE[0] as number)).toISOString().slice(0, 23)],
+    [id, new Date(START + 10 * (RARE[1] as number)).toISOString().slice(0, 23)],
+    [id, new Date(START + 10 * COUNT - 5).toISOString().slice(0, 23)]
+  ], 'the two in history, in order, then the live one, once')
+  t.equal(w.pushes[2]?.command.id, body(live).command.id)
+})
+
+t.test('subscription: live events that outrun the replay end it where it is', async (t) => {
+  const w = await world(t, { maxHistory: 2 })
+  const id = body(await w.session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1, limit: 2 })).subscriptionId as number
+  // Two live commands arrive while the replay is after its first step: maxHistory of them.
+  await Promise.all([w.insert('lamp-1', { command: 'rare', timestamp: START }), w.insert('lamp-1', { command: 'rare', timestamp: START })])
+  for (let i = 0; i < 5; i++) await turn()
+  t.same(w.pushes.map((push) => [push.subscriptionId, push.command.id]), [
+    [id, (RARE[0] as number) + 1],
+    [id, COUNT + 1],
+    [id, COUNT + 2]
+  ], 'what the replay had sent, then the two live ones; the rest of the history is dropped')
+})
+
+t.test('subscription: a replay the store fails after the reply is reported, and the subscription goes on live', async (t) => {
+  let scans = 0
+  const w = await world(t, {}, (inner) => ({
+    ...overridable(inner),
+    scanCommands: (...args) => {
+      if (++scans === 2) throw new Error('unreadable')
+      return inner.scanCommands(...args)
+    }
+  }))
+  const errors: BrokerError[] = []
+  w.broker.on('error', (err) => { errors.push(err) })
+  const id = body(await w.session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1 })).subscriptionId as number
+  for (let i = 0; i < 3; i++) await turn()
+  t.equal(errors.length, 1, 'reported once')
+  t.equal(errors[0]?.code, 'ERR_STORE')
+  t.equal(errors[0]?.message, `replaying the history of subscription ${id} failed; it goes on live: unreadable`)
+  await w.insert('lamp-1', { command: 'rare' })
+  t.same(w.pushes.map((push) => push.command.id), [(RARE[0] as number) + 1, COUNT + 1], 'the first step\'s history, then live')
+})
+
+t.test('subscription: unsubscribing or closing during a replay stops it', async (t) => {
+  const w = await world(t)
+  const id = body(await w.session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1 })).subscriptionId as number
+  body(await w.session.handle({ action: 'command/unsubscribe', subscriptionId: id }))
+  for (let i = 0; i < 5; i++) await turn()
+  t.same(w.pushes.map((push) => push.command.id), [(RARE[0] as number) + 1], 'the first step\'s push, sent with the reply; the rest never ran')
+  w.pushes.length = 0
+  body(await w.session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1 }))
+  w.session.close()
+  for (let i = 0; i < 5; i++) await turn()
+  t.same(w.pushes, [], 'closed as the reply came: nothing is pushed to a closed session, and the replay stops')
+})
