@@ -95,7 +95,6 @@ export class Subscription implements Subscriber, SessionSubscription {
   }
 
   end (): void {
-    if (this.#ended) return
     this.#ended = true
     this.#waiting = undefined
     this.#remove()
@@ -126,7 +125,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   #live (): void {
     const waiting = this.#waiting
     this.#waiting = undefined
-    if (waiting === undefined || this.#ended) return
+    // Ended, it has no waiting events either (end() drops them).
+    if (waiting === undefined) return
     for (const event of waiting) {
       if (!this.#sent.has(this.#key(event.record))) this.#send(event.command)
     }
@@ -147,7 +147,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   // The history scan: the subscription's filter, narrowed to what its rights may see.
   #scan (after: number): Omit<CommandScan, 'cursor' | 'take'> {
     const { filter, grant } = this.#spec
-    const networks = grant.networks === '*' ? undefined : [...(grant.networks ?? [])]
+    // Subscribe refused a grant of no network (n absent): this one has a set, or '*'.
+    const networks = grant.networks === '*' ? undefined : [...grant.networks as ReadonlySet<number>]
     const deviceTypes = grant.deviceTypes === '*' ? undefined : [...grant.deviceTypes]
     return {
       deviceId: filter.deviceId,

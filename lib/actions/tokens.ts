@@ -93,14 +93,13 @@ function within (grant: Grant, claims: Omit<TokenClaims, 'e' | 't'>): boolean {
   if (claims.u !== grant.userId) return false
   const actions = actionMask(claims.a)
   if ((actions & ~grant.actions) !== 0) return false
-  return covers(grant.networks, claims.n, false) && covers(grant.deviceTypes, claims.dt, true)
+  return covers(grant.networks, claims.n) && covers(grant.deviceTypes, claims.dt)
 }
 
-// Whether a granted set covers a claimed list; an absent claimed list means none for networks
-// and all for device types (`dt` absent is `*`).
-function covers (granted: Grant['networks'], claimed: readonly string[] | null | undefined, absentIsAll: boolean): boolean {
-  if (claimed === undefined || claimed === null) return !absentIsAll || granted === '*'
-  if (granted === '*') return true
+// Whether a granted set covers a claimed list. A claimed list is absent only when the
+// caller's own is (absent lists copy the caller's), and then it grants what the caller has.
+function covers (granted: Grant['networks'], claimed: readonly string[] | null | undefined): boolean {
+  if (claimed === undefined || claimed === null || granted === '*') return true
   if (granted === null) return claimed.length === 0
   return claimed.every((id) => id !== '*' && granted.has(Number(id)) && String(Number(id)) === id)
 }
