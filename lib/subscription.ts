@@ -103,9 +103,10 @@ export class Subscription implements Subscriber, SessionSubscription {
 
   async #continue (replay: Replay): Promise<void> {
     try {
-      while (this.#waiting !== undefined && !replay.done) {
+      while (!replay.done) {
         await nextTurn()
-        if (this.#ended || this.#waiting === undefined) return
+        // Ended, or live events outran it: either way the replay is over.
+        if (this.#waiting === undefined) return
         this.#replayed(replay.step())
       }
     } catch (err) {
@@ -125,7 +126,7 @@ export class Subscription implements Subscriber, SessionSubscription {
   #live (): void {
     const waiting = this.#waiting
     this.#waiting = undefined
-    // Ended, it has no waiting events either (end() drops them).
+    // Ended (a push may close its own session) or already live: nothing waits.
     if (waiting === undefined) return
     for (const event of waiting) {
       if (!this.#sent.has(this.#key(event.record))) this.#send(event.command)
