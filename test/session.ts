@@ -226,6 +226,12 @@ t.test('session: command/update changes only status and result, moves lastUpdate
   clock.advance(1000)
   await session.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { command: 'ignored', parameters: 1 } })
   t.strictSame(await getCommand(session, 'lamp-1', 1), { ...original, lastUpdated: wire(8000), status: 'second', result: [1, 2] }, 'neither: only lastUpdated')
+  clock.advance(1000)
+  // A device that sends the whole command back with its result still null (as DeviceHive reads it: not sent).
+  await session.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { ...sent, status: 'third', result: null } })
+  t.strictSame(await getCommand(session, 'lamp-1', 1), { ...original, lastUpdated: wire(9000), status: 'third', result: [1, 2] }, 'result: null keeps the stored result')
+  await session.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 1, command: { status: null, result: 'r' } })
+  t.strictSame(await getCommand(session, 'lamp-1', 1), { ...original, lastUpdated: wire(9000), status: 'third', result: 'r' }, 'status: null keeps the stored status')
 })
 
 t.test('session: command/update error rows, in the spec order', async (t) => {
