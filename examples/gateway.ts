@@ -52,7 +52,7 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   let broker: Broker
   try {
     await once(server, 'listening')
-    broker = openBroker(file, { ...brokerOptions, secret })
+    broker = await openBroker(file, { ...brokerOptions, secret })
   } catch (err) {
     server.close()
     throw err
@@ -89,12 +89,14 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   }
 }
 
-function openBroker (file: string, options: BrokerOptions): Broker {
+async function openBroker (file: string, options: BrokerOptions): Promise<Broker> {
   const store = sqliteStore(file)
   try {
     return createBroker(store, options)
   } catch (err) {
-    void store.close()
+    // Wait for the store to let go of its file (and its checkpointer thread) before saying
+    // so: the caller may delete the file or open it again next.
+    await store.close()
     throw err
   }
 }

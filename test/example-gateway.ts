@@ -387,11 +387,15 @@ t.test('example-gateway: the command line prints its URL, serves, and exits 0 on
 
 t.test('example-gateway: a weak secret is refused unless asked for, and the port is released', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  let gateway: Gateway | undefined
+  // One teardown, in order: the gateway lets go of its files before the directory goes.
+  t.teardown(async () => {
+    await gateway?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
   await t.rejects(startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', port: 0, log: () => {} }),
     { name: 'RangeError', message: /^createBroker: the key must be at least 32 bytes, received 6/ })
-  const gateway = await startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', allowWeakKey: true, port: 0, log: () => {} })
-  t.teardown(() => gateway.close())
+  gateway = await startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', allowWeakKey: true, port: 0, log: () => {} })
   const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive', allowWeakKey: true })
   const client = await new Client(gateway.url).open()
   t.equal((await client.request({ action: 'authenticate', requestId: 1, token: demo })).status, 'success', 'with allowWeakKey, the demo secret works')
