@@ -41,7 +41,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   #waiting: CommandEvent[] | undefined
   // What the replay sent, to skip live events it covered already.
   readonly #sent = new Set<string | number>()
-  #remove: () => void = () => {}
+  // Set by start(), which runs right after construction.
+  #remove!: () => void
   #ended = false
 
   constructor (core: Core, spec: SubscriptionSpec) {

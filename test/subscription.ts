@@ -93,16 +93,19 @@ t.test('subscription: unsubscribing or closing during a replay stops it', async 
 })
 
 t.test('subscription: a push that closes its own session during a replay ends it there', async (t) => {
-  const w = await world(t)
-  const pushes: Push[] = []
-  const session = w.broker.session((push) => {
-    pushes.push(push)
-    // The second history push comes from a later step, straight from the replay.
-    if (pushes.length === 2) session.close()
-  })
-  body(await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1 }, w.admin))
-  await w.insert('lamp-1', { command: 'rare', timestamp: START - 10 })
-  for (let i = 0; i < 5; i++) await turn()
-  t.equal(pushes.length, 2, 'nothing after the close: not the live command that waited')
-  t.equal(session.closed, true)
+  // With limit 2 the push that closes is the replay's last; without, more history follows.
+  for (const limit of [2, undefined]) {
+    const w = await world(t)
+    const pushes: Push[] = []
+    const session = w.broker.session((push) => {
+      pushes.push(push)
+      // The second history push comes from a later step, straight from the replay.
+      if (pushes.length === 2) session.close()
+    })
+    body(await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', names: ['rare'], timestamp: START - 1, limit }, w.admin))
+    await w.insert('lamp-1', { command: 'rare', timestamp: START - 10 })
+    for (let i = 0; i < 5; i++) await turn()
+    t.equal(pushes.length, 2, `limit ${limit}: nothing after the close, not the live command that waited`)
+    t.equal(session.closed, true)
+  }
 })
