@@ -109,3 +109,24 @@ t.test('subscription: a push that closes its own session during a replay ends it
     t.equal(session.closed, true)
   }
 })
+
+t.test('subscription: history comes from the networks the filter names, or else those the token reaches', async (t) => {
+  const w = setup(t)
+  for (const network of [1, 2, 3]) {
+    await w.device(`lamp-${network}`, network, 1)
+    body(await w.insert(`lamp-${network}`, { command: `in-${network}`, timestamp: new Date(START + network).toISOString() }))
+  }
+  const history = async (token: string, networkIds: number[] | undefined): Promise<string[]> => {
+    const pushes: Push[] = []
+    const session = w.broker.session((push) => { pushes.push(push) })
+    body(await session.handle({ action: 'command/subscribe', networkIds, timestamp: START - 1 }, token))
+    await turn()
+    session.close()
+    return pushes.map((push) => push.command.command as string)
+  }
+  const narrow = w.token({ n: ['2', '3'] })
+  t.same(await history(narrow, [2]), ['in-2'], 'a filter and a token (which must reach what it names): the filter')
+  t.same(await history(narrow, undefined), ['in-2', 'in-3'], 'no filter: what the token reaches')
+  t.same(await history(w.admin, [1, 3]), ['in-1', 'in-3'], 'a filter and every network: what the filter names')
+  t.same(await history(w.admin, undefined), ['in-1', 'in-2', 'in-3'], 'neither: everything')
+})
