@@ -1,7 +1,7 @@
 // authenticate, token/refresh, token/create and server/info (spec §11).
 import { Action, actionId, actionMask, allows, isAdmin, type Grant, type TokenClaims } from '../auth.js'
 import { ProtocolError } from '../errors.js'
-import { ACCESS_DENIED, REFRESH_TOKEN_REQUIRED, validationFailed } from '../messages.js'
+import { ACCESS_DENIED, REFRESH_TOKEN_REQUIRED, TOKEN_EXPIRED, validationFailed } from '../messages.js'
 import { authenticateSchema, malformed, parse, tokenPayload, tokenRefreshSchema } from '../schema.js'
 import { formatTimestamp } from '../timestamp.js'
 import { checkLengths } from './filters.js'
@@ -15,11 +15,19 @@ export const API_VERSION = '3.5.0'
 
 /**
  * `authenticate`: checks the token and, in a session, makes it the session's for later
- * requests. The session's subscriptions keep the rights they were made with.
+ * requests. The session's subscriptions keep the rights they were made with. A token refused
+ * only for having expired becomes the session's all the same, so that the session's later
+ * requests answer `Token expired`, not `Unauthorized`: the official JavaScript client refreshes
+ * its token on that string alone, and re-authenticates with an expired one after a reconnect.
  */
 export function authenticate (request: Request): Result {
   const { token } = parse(authenticateSchema, request.msg, malformed)
-  request.core.grant(undefined, token)
+  try {
+    request.core.grant(undefined, token)
+  } catch (err) {
+    if (request.session !== undefined && err instanceof ProtocolError && err.error === TOKEN_EXPIRED) request.session.token = token
+    throw err
+  }
   if (request.session !== undefined) request.session.token = token
   return undefined
 }

@@ -126,3 +126,19 @@ t.test('tokens: server/info answers the API version and the time, with no token'
   })
   t.same(Object.keys(reply.info as object), ['apiVersion', 'serverTimestamp', 'restServerUrl', 'webSocketServerUrl'])
 })
+
+t.test('tokens: a session whose authenticate was refused for an expired token answers Token expired after', async (t) => {
+  const { broker, token, clock, admin, device } = setup(t)
+  await device('lamp-1', 1, 1)
+  const session = broker.session(() => {})
+  const stale = token({ e: clock.now() - 1 })
+  const subscribe = { action: 'command/subscribe', deviceId: 'lamp-1' }
+  t.strictSame(errorOf(await session.handle(subscribe)), { code: 401, error: 'Unauthorized' }, 'before: never authenticated')
+  t.strictSame(errorOf(await session.handle({ action: 'authenticate', token: stale })), EXPIRED, 'the authenticate is refused')
+  t.strictSame(errorOf(await session.handle(subscribe)), EXPIRED, 'later requests say why, so a client knows to refresh')
+  t.strictSame(errorOf(await session.handle({ action: 'authenticate', token: 'a.b.c' })), INVALID, 'a token refused for another reason')
+  t.strictSame(errorOf(await session.handle(subscribe)), EXPIRED, 'leaves the session as it was')
+  t.equal((await session.handle({ action: 'authenticate', token: admin })).status, 'success')
+  t.equal((await session.handle(subscribe)).status, 'success', 'a fresh token works as ever')
+  t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: stale })), EXPIRED, 'without a session: the same refusal, nothing kept')
+})
