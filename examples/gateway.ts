@@ -27,6 +27,8 @@ export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
 
 export interface Gateway {
   broker: Broker
+  /** The ws server, e.g. to watch its connections ('connection'); close() closes it. */
+  server: WebSocketServer
   url: string
   adminToken: string
   close: () => Promise<void>
@@ -74,6 +76,7 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   const now = clock === undefined ? Date.now() : clock.date?.() ?? clock.now()
   return {
     broker,
+    server,
     url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret, allowWeakKey: brokerOptions.allowWeakKey ?? false }),
     async close () {
