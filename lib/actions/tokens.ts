@@ -16,16 +16,18 @@ export const API_VERSION = '3.5.0'
 /**
  * `authenticate`: checks the token and, in a session, makes it the session's for later
  * requests. The session's subscriptions keep the rights they were made with. A token refused
- * only for having expired becomes the session's all the same, so that the session's later
+ * only for having expired becomes the session's all the same if it had none, so that its later
  * requests answer `Token expired`, not `Unauthorized`: the official JavaScript client refreshes
  * its token on that string alone, and re-authenticates with an expired one after a reconnect.
+ * A session that holds a token keeps it.
  */
 export function authenticate (request: Request): Result {
   const { token } = parse(authenticateSchema, request.msg, malformed)
   try {
     request.core.grant(undefined, token)
   } catch (err) {
-    if (request.session !== undefined && err instanceof ProtocolError && err.error === TOKEN_EXPIRED) request.session.token = token
+    const { session } = request
+    if (session !== undefined && session.token === undefined && err instanceof ProtocolError && err.error === TOKEN_EXPIRED) session.token = token
     throw err
   }
   if (request.session !== undefined) request.session.token = token

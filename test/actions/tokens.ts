@@ -140,5 +140,7 @@ t.test('tokens: a session whose authenticate was refused for an expired token an
   t.strictSame(errorOf(await session.handle(subscribe)), EXPIRED, 'leaves the session as it was')
   t.equal((await session.handle({ action: 'authenticate', token: admin })).status, 'success')
   t.equal((await session.handle(subscribe)).status, 'success', 'a fresh token works as ever')
+  t.strictSame(errorOf(await session.handle({ action: 'authenticate', token: stale })), EXPIRED)
+  t.equal((await session.handle(subscribe)).status, 'success', 'a session that holds a token keeps it')
   t.strictSame(errorOf(await broker.handle({ action: 'authenticate', token: stale })), EXPIRED, 'without a session: the same refusal, nothing kept')
 })
