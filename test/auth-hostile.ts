@@ -158,13 +158,14 @@ t.test('auth-hostile: forged and broken tokens are refused with 401 and reach no
     // A second time: a refused token is never cached as if it had passed.
     t.strictSame(errorOf(await w.broker.handle({ ...insert, requestId: name }, token)), expected, `${name}: again`)
     // Through a session: authenticate refuses it the same way (a non-string token field is a
-    // wrong JSON type: 400), and the session stays unauthenticated.
+    // wrong JSON type: 400), and the session stays unauthenticated; one refused for having
+    // expired says so to the session's later requests (README, Protocol notes).
     const session = w.broker.session(() => {})
     const auth = await session.handle({ action: 'authenticate', requestId: 1, token })
     // authenticate reads its token as Gson does: a number is its text, which is no token either.
     const authExpected = token === null || token === '' ? UNAUTHORIZED : typeof token === 'string' ? expected : typeof token === 'number' ? INVALID : MALFORMED
     t.strictSame(errorOf(auth), authExpected, `${name}: authenticate`)
-    t.strictSame(errorOf(await session.handle(insert)), UNAUTHORIZED, `${name}: the session is not authenticated`)
+    t.strictSame(errorOf(await session.handle(insert)), authExpected === EXPIRED ? EXPIRED : UNAUTHORIZED, `${name}: the session is not authenticated`)
     session.close()
     t.equal(w.store.lastCommandId(), before, `${name}: nothing stored`)
     t.equal(w.clock.pending, timers, `${name}: no timer`)
