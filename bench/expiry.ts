@@ -7,11 +7,10 @@ import { performance } from 'node:perf_hooks'
 import {
   createBroker, manualClock, memoryStore, signToken, sqliteStore, TimerWheel, type Broker, type ManualClock, type Store
 } from '../lib/index.js'
-import { check, heapUsed, pool, quick, Scenario, tempDir } from './common.js'
+import { check, heapUsed, pool, quick, Scenario, SECRET, tempDir } from './common.js'
 
 const N = quick ? 10_000 : 1_000_000
 const DEVICES = 1000
-const SECRET = 'devicehive'
 const START = Date.parse('2026-01-01T00:00:00.000Z')
 // Lifetimes 1..3600 s, spread evenly and reproducibly.
 const lifetime = (i: number): number => 1 + ((i * 7919) % 3600)

@@ -2,13 +2,12 @@
 // insert must not touch the handlers of other devices.
 import { join } from 'node:path'
 import { createBroker, memoryStore, signToken, sqliteStore, type Store } from '../lib/index.js'
-import { check, heapUsed, pool, quick, Scenario, seconds, tempDir } from './common.js'
+import { check, heapUsed, pool, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const TOTAL = quick ? 2000 : 100_000
 const SUBSCRIBERS = quick ? 1000 : 10_000
 const DEVICES = 100
 const ROUNDS = quick ? 1 : 3
-const SECRET = 'devicehive'
 const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: Date.now() + 3_600_000 }, { secret: SECRET })
 const dir = tempDir()
 let files = 0

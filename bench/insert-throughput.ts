@@ -8,7 +8,7 @@ import { z } from 'zod'
 import { startCheckpointer } from '../lib/checkpointer.js'
 import { pace } from '../lib/sqlite-store.js'
 import { createBroker, deriveKey, memoryStore, signToken, sqliteStore, type Store } from '../lib/index.js'
-import { check, pool, quick, Scenario, seconds, tempDir } from './common.js'
+import { check, pool, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const TOTAL = quick ? 2000 : 200_000
 const IN_FLIGHT = quick ? 100 : 1000
@@ -17,7 +17,6 @@ const DEVICES = quick ? 10 : 1000
 const SEQUENTIAL = quick ? 500 : 20_000
 // Broker and limit alternate this many times; each figure is the median of its rounds.
 const ROUNDS = quick ? 1 : 3
-const SECRET = 'devicehive'
 const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: Date.now() + 3_600_000 }, { secret: SECRET })
 const dir = tempDir()
 let files = 0

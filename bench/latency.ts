@@ -2,9 +2,8 @@
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createBroker, signToken, sqliteStore } from '../lib/index.js'
-import { check, pool, quantile, quick, Scenario, seconds, tempDir } from './common.js'
+import { check, pool, quantile, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
 
-const SECRET = 'devicehive'
 const DEVICES = 100
 const PROBE = quick ? 2000 : 50_000
 const DURATION_S = quick ? 0.5 : 10

@@ -4,11 +4,10 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
 import { createBroker, signToken, sqliteStore } from '../lib/index.js'
-import { check, quick, Scenario, tempDir } from './common.js'
+import { check, quick, Scenario, SECRET, tempDir } from './common.js'
 
 const PENDING = quick ? 10_000 : 1_000_000
 const DEVICES = 1000
-const SECRET = 'devicehive'
 const file = join(tempDir(), 'restart.db')
 
 // Build the file: the store's schema, then rows written raw (fast), all pending for an hour.

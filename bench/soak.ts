@@ -5,7 +5,7 @@
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createBroker, signToken, sqliteStore } from '../lib/index.js'
-import { check, heapUsed, pool, seconds, tempDir } from './common.js'
+import { check, heapUsed, pool, seconds, SECRET, tempDir } from './common.js'
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`)
@@ -18,7 +18,6 @@ check(MINUTES > 0, '--minutes must be a positive number')
 check(FRACTION > 0 && FRACTION <= 1, '--fraction must be in (0, 1]')
 check(CHECKPOINT === 'background' || CHECKPOINT === 'inline', '--checkpoint must be background or inline')
 const DEVICES = 1000
-const SECRET = 'devicehive'
 // Lifetimes 10..60 s: commands expire all along, and the pending set stops growing after 60 s.
 const lifetime = (i: number): number => 10 + (i % 51)
 const SAMPLE_MS = 30_000

@@ -3,10 +3,9 @@
 import { performance } from 'node:perf_hooks'
 import { Authenticator, deriveKey } from '../lib/auth.js'
 import { createBroker, memoryStore, signToken } from '../lib/index.js'
-import { check, quick, Scenario } from './common.js'
+import { check, quick, Scenario, SECRET } from './common.js'
 
 const N = quick ? 2000 : 200_000
-const SECRET = 'devicehive'
 const now = Date.now()
 // Distinct tokens: each differs in its user id, so each is new to the cache.
 const tokens = Array.from({ length: N }, (_, i) => signToken({ u: i, a: [0], n: ['*'], dt: ['*'] }, { secret: SECRET, now }))
