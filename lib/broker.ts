@@ -8,7 +8,7 @@ import { INTERNAL_ERROR, MALFORMED_JSON, unknownAction, validationFailed } from 
 import { resolveOptions, type BrokerOptions } from './options.js'
 import type { Command, Reply } from './schema.js'
 import { Session, SessionState, type PushFunction, type SessionHost } from './session.js'
-import type { Store } from './store.js'
+import type { Store } from './store/store.js'
 import { describeAction, echoable, failure, frameFailure, success } from './wire.js'
 
 export type { BrokerEvents } from './core.js'

@@ -1,7 +1,7 @@
 import type { Core } from './core.js'
 import { deferred } from './group-commit.js'
 import { CommandEvent } from './fan-out.js'
-import type { CommandRecord } from './store.js'
+import type { CommandRecord } from './store/store.js'
 import { TimerWheel } from './timer-wheel.js'
 
 /** What `broker.ready` resolves to once start-up recovery is done. */

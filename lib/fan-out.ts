@@ -1,5 +1,5 @@
 import type { Command } from './schema.js'
-import type { CommandRecord, DeviceRecord } from './store.js'
+import type { CommandRecord, DeviceRecord } from './store/store.js'
 import { deepFreeze, toCommand } from './wire.js'
 
 /**

@@ -1,6 +1,6 @@
 import { ProtocolError } from './errors.js'
 import { INTERNAL_ERROR, commandNotFound } from './messages.js'
-import type { CommandPatch, CommandRecord, DeviceRecord } from './store.js'
+import type { CommandPatch, CommandRecord, DeviceRecord } from './store/store.js'
 import { formatTimestamp } from './timestamp.js'
 
 /** What a success reply carries after its envelope's keys; undefined for none. */

@@ -9,13 +9,13 @@ export type { BrokerOptions } from './options.js'
 export { BrokerError } from './errors.js'
 export type { BrokerErrorCode } from './errors.js'
 
-export { memoryStore } from './memory-store.js'
-export { sqliteStore, SCHEMA_VERSION } from './sqlite-store.js'
-export type { SqliteStoreOptions } from './sqlite-store.js'
+export { memoryStore } from './store/memory.js'
+export { sqliteStore, SCHEMA_VERSION } from './store/sqlite.js'
+export type { SqliteStoreOptions } from './store/sqlite.js'
 export type {
   Store, DeviceRecord, CommandRecord, NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage,
   ExpiringPage, Cursor
-} from './store.js'
+} from './store/store.js'
 
 export { systemClock } from './clock.js'
 export type { Clock, TimerHandle } from './clock.js'

@@ -1,5 +1,5 @@
-import type { CommandRecord, Cursor, Store } from './store.js'
-import { compareCursors } from './store.js'
+import type { CommandRecord, Cursor, Store } from './store/store.js'
+import { compareCursors } from './store/store.js'
 import { nextTurn } from './turns.js'
 
 /**

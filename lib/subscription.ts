@@ -3,7 +3,7 @@ import type { Core } from './core.js'
 import type { CommandEvent, Subscriber, SubscriptionFilter } from './fan-out.js'
 import type { Push } from './schema.js'
 import type { SessionState, SessionSubscription, SubscriptionListing } from './session.js'
-import type { CommandPage, CommandRecord, CommandScan } from './store.js'
+import type { CommandPage, CommandRecord, CommandScan } from './store/store.js'
 import { largestCommand, nextTurn, StepSize, STEP_EXAMINE } from './turns.js'
 import { toCommand } from './wire.js'
 

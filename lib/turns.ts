@@ -1,4 +1,4 @@
-import type { CommandRecord } from './store.js'
+import type { CommandRecord } from './store/store.js'
 
 /**
  * Resolves on the next event-loop turn, after pending I/O: long work awaits it between

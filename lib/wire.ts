@@ -1,5 +1,5 @@
 import type { Command, Device, ErrorReply, Json, SuccessReply } from './schema.js'
-import type { CommandRecord, DeviceRecord } from './store.js'
+import type { CommandRecord, DeviceRecord } from './store/store.js'
 import { formatTimestamp } from './timestamp.js'
 
 // How stored records look on the wire. Each call builds fresh objects from

@@ -7,10 +7,10 @@
 import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../lib/errors.js'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import type { Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
-import type { Store } from '../lib/store.js'
+import type { Store } from '../lib/store/store.js'
 import { setup, type Fixture } from './fixtures/broker.js'
 import { scanAll } from './fixtures/store-suite.js'
 

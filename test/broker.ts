@@ -6,10 +6,10 @@ import { createBroker } from '../lib/broker.js'
 import { signToken } from '../lib/auth.js'
 import { BrokerError } from '../lib/errors.js'
 import { manualClock } from '../lib/manual-clock.js'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import type { Command, Reply } from '../lib/schema.js'
-import { sqliteStore } from '../lib/sqlite-store.js'
-import type { Store } from '../lib/store.js'
+import { sqliteStore } from '../lib/store/sqlite.js'
+import type { Store } from '../lib/store/store.js'
 import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, rawToken, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']

@@ -1,9 +1,9 @@
 // Expiry: the timer wheel and start-up recovery, through the broker.
 import t from 'tap'
 import type { BrokerError } from '../lib/errors.js'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import type { Command } from '../lib/schema.js'
-import type { Store } from '../lib/store.js'
+import type { Store } from '../lib/store/store.js'
 import { overridable, setup, START } from './fixtures/broker.js'
 import { command, device } from './fixtures/store-suite.js'
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { CommandEvent, FanOut, matches, type Subscriber, type SubscriptionFilter } from '../lib/fan-out.js'
-import type { CommandRecord } from '../lib/store.js'
+import type { CommandRecord } from '../lib/store/store.js'
 
 function record (fields: Partial<CommandRecord> = {}): CommandRecord {
   return {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { deferred, InsertOp, UpdateOp, WriteQueue } from '../lib/group-commit.js'
-import type { CommandRecord, DeviceRecord } from '../lib/store.js'
+import type { CommandRecord, DeviceRecord } from '../lib/store/store.js'
 
 function record (fields: Partial<CommandRecord> = {}): CommandRecord {
   return {

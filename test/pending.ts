@@ -1,7 +1,7 @@
 import t from 'tap'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import { PendingCounts } from '../lib/pending.js'
-import type { CommandRecord, Store } from '../lib/store.js'
+import type { CommandRecord, Store } from '../lib/store/store.js'
 import { overridable } from './fixtures/broker.js'
 import { command } from './fixtures/store-suite.js'
 

@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap'
 import type { Broker } from '../lib/broker.js'
 import { BrokerError } from '../lib/errors.js'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import type { Command, Push, Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
-import type { Store } from '../lib/store.js'
+import type { Store } from '../lib/store/store.js'
 import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NO_COMMAND, NO_COMMAND_ID, NO_DEVICE_ID, overridable, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']

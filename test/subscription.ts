@@ -2,9 +2,9 @@
 // events waiting meanwhile and delivered after, without what the history already sent.
 import t from 'tap'
 import type { BrokerError } from '../lib/errors.js'
-import { memoryStore } from '../lib/memory-store.js'
+import { memoryStore } from '../lib/store/memory.js'
 import type { Push } from '../lib/schema.js'
-import type { Store } from '../lib/store.js'
+import type { Store } from '../lib/store/store.js'
 import { STEP_EXAMINE } from '../lib/turns.js'
 import { body, overridable, setup, START } from './fixtures/broker.js'
 import { command } from './fixtures/store-suite.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { CommandRecord, DeviceRecord } from '../lib/store.js'
+import type { CommandRecord, DeviceRecord } from '../lib/store/store.js'
 import { deepFreeze, failure, frameFailure, success, toCommand, toDevice } from '../lib/wire.js'
 
 const COMMAND_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']

@@ -1,9 +1,9 @@
 // command/insert and command/list beyond the basics (test/broker.ts and test/session.ts have
 // those): the pending count loaded over turns, and lists read a bounded step per turn.
 import t from 'tap'
-import { memoryStore } from '../../lib/memory-store.js'
+import { memoryStore } from '../../lib/store/memory.js'
 import type { Command } from '../../lib/schema.js'
-import type { Store } from '../../lib/store.js'
+import type { Store } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
 import { body, CLOSED, errorOf, overridable, setup, START } from '../fixtures/broker.js'
 import { command } from '../fixtures/store-suite.js'

@@ -1,9 +1,9 @@
 // device/save, device/get and device/delete beyond the basics (test/broker.ts has those):
 // deletion in bounded steps, and what waits for it.
 import t from 'tap'
-import { memoryStore } from '../../lib/memory-store.js'
+import { memoryStore } from '../../lib/store/memory.js'
 import type { Reply } from '../../lib/schema.js'
-import type { Store } from '../../lib/store.js'
+import type { Store } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
 import { body, CLOSED, errorOf, overridable, setup } from '../fixtures/broker.js'
 import { command, scanAll } from '../fixtures/store-suite.js'

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { memoryStore } from '../lib/memory-store.js'
-import { command, device, storeSuite } from './fixtures/store-suite.js'
+import { memoryStore } from '../../lib/store/memory.js'
+import { command, device, storeSuite } from '../fixtures/store-suite.js'
 
 storeSuite(t, 'memory-store', () => memoryStore())
 

@@ -2,9 +2,9 @@ import { statSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
-import { BrokerError } from './errors.js'
+import { BrokerError } from '../errors.js'
 import { lockFile, type FileLock } from './file-lock.js'
-import { describe } from './options.js'
+import { describe } from '../options.js'
 import type {
   CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
   SortQuery, Store

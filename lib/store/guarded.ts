@@ -1,4 +1,4 @@
-import { BrokerError, describeCause, isBrokerError } from './errors.js'
+import { BrokerError, describeCause, isBrokerError } from '../errors.js'
 import type {
   CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
   SortQuery, Store

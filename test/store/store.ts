@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compareCursors } from '../lib/store.js'
+import { compareCursors } from '../../lib/store/store.js'
 
 t.test('store: compareCursors orders by timestamp, then id', async (t) => {
   t.equal(compareCursors({ timestamp: 1, id: 9 }, { timestamp: 2, id: 1 }), -1, 'timestamp first')

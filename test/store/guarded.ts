@@ -1,9 +1,9 @@
 import t from 'tap'
-import { BrokerError } from '../lib/errors.js'
-import { guardStore } from '../lib/guarded-store.js'
-import { memoryStore } from '../lib/memory-store.js'
-import type { Store } from '../lib/store.js'
-import { command, device } from './fixtures/store-suite.js'
+import { BrokerError } from '../../lib/errors.js'
+import { guardStore } from '../../lib/store/guarded.js'
+import { memoryStore } from '../../lib/store/memory.js'
+import type { Store } from '../../lib/store/store.js'
+import { command, device } from '../fixtures/store-suite.js'
 
 const METHODS: Array<keyof Store> = [
   'transaction', 'getDevice', 'saveDevice', 'deleteDevice', 'deleteCommands', 'insertCommand', 'getCommand', 'updateCommand',

@@ -1,5 +1,5 @@
 import sortedBtree from 'sorted-btree'
-import { BrokerError } from './errors.js'
+import { BrokerError } from '../errors.js'
 import {
   compareCursors,
   type CommandPage, type CommandPatch, type CommandRecord, type CommandScan, type CountPage, type Cursor, type DeviceRecord,

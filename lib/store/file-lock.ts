@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { BrokerError } from './errors.js'
+import { BrokerError } from '../errors.js'
 
 /** An exclusive lock taken by {@link lockFile}. */
 export interface FileLock {

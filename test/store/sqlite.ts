@@ -6,12 +6,12 @@ import { isDeepStrictEqual } from 'node:util'
 import type { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
-import { BrokerError } from '../lib/errors.js'
-import { lockFile } from '../lib/file-lock.js'
-import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../lib/sqlite-store.js'
-import type { DeviceRecord, Store } from '../lib/store.js'
-import { command, device, storeSuite } from './fixtures/store-suite.js'
-import { expectError as expectOptionError, thrown } from './fixtures/throws.js'
+import { BrokerError } from '../../lib/errors.js'
+import { lockFile } from '../../lib/store/file-lock.js'
+import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
+import type { DeviceRecord, Store } from '../../lib/store/store.js'
+import { command, device, storeSuite } from '../fixtures/store-suite.js'
+import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
 
 const dir = t.testdir()
 let files = 0
@@ -312,7 +312,7 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
       `${label}: no full table scan (${details.join('; ')})`)
     // Sorting by command or status sorts the device's rows in the window, which maxSortWindow
     // bounds: a deliberate trade-off, as indexes keyed by device cost most of the write
-    // throughput (sqlite-store.ts). Every other read comes in index order.
+    // throughput (lib/store/sqlite.ts). Every other read comes in index order.
     if (!/ORDER BY c\.(command|status)/.test(sql)) {
       t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order (${details.join('; ')})`)
     }
@@ -423,7 +423,7 @@ t.test('sqlite-store: the device cache holds no more than deviceCacheBytes', asy
 
 // --- ownership: one live store per file, and nothing left behind ---------------------------
 
-const CHILD = fileURLToPath(new URL('./fixtures/sqlite-store-child.ts', import.meta.url))
+const CHILD = fileURLToPath(new URL('../fixtures/sqlite-child.ts', import.meta.url))
 // Generous: the child loads the TypeScript loader first, seconds on a slow machine. It only
 // bounds a failure, which then fails the test instead of hanging it.
 const CHILD_TIMEOUT = 60_000

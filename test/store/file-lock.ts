@@ -1,12 +1,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { BrokerError } from '../lib/errors.js'
-import { lockFile } from '../lib/file-lock.js'
-import { thrown } from './fixtures/throws.js'
+import { BrokerError } from '../../lib/errors.js'
+import { lockFile } from '../../lib/store/file-lock.js'
+import { thrown } from '../fixtures/throws.js'
 
 // Locks held by another process, and their release when it is killed, are tested through
-// sqliteStore in test/sqlite-store.ts.
+// sqliteStore in test/store/sqlite.ts.
 
 t.test('file-lock: a second lock on a held file fails at once with ERR_LOCKED, until the first is released', async (t) => {
   const file = path.join(t.testdir(), 'x.db-lock')

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t from 'tap'
-import { startCheckpointer } from '../lib/checkpointer.js'
+import { startCheckpointer } from '../../lib/store/checkpointer.js'
 
 function walFile (dir: string): Database.Database {
   const db = new Database(join(dir, 'wal.db'))

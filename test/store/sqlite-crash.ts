@@ -10,14 +10,14 @@ import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
-import { signToken } from '../lib/auth.js'
-import { createBroker } from '../lib/broker.js'
-import { manualClock } from '../lib/manual-clock.js'
-import type { Command } from '../lib/schema.js'
-import { sqliteStore } from '../lib/sqlite-store.js'
-import { formatTimestamp } from '../lib/timestamp.js'
+import { signToken } from '../../lib/auth.js'
+import { createBroker } from '../../lib/broker.js'
+import { manualClock } from '../../lib/manual-clock.js'
+import type { Command } from '../../lib/schema.js'
+import { sqliteStore } from '../../lib/store/sqlite.js'
+import { formatTimestamp } from '../../lib/timestamp.js'
 
-const CHILD = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url))
+const CHILD = fileURLToPath(new URL('../fixtures/crash-child.ts', import.meta.url))
 const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const ROUNDS = 22
 const MAX_ACKS = 300
