@@ -1,74 +1,137 @@
+import type { Bus } from '../bus/bus.js'
+
+/** A value, or a promise of it: a store answers synchronously (memory, SQLite) or not (PostgreSQL). */
+export type Awaitable<T> = T | Promise<T>
+
 /**
- * The persistence seam. The broker calls these methods synchronously and
- * batches its writes inside `transaction()`; an implementation must make a
- * transaction all-or-nothing, and must never hand out an object it may still
- * change (return a copy, or a frozen object it never changes again): the
- * broker may hold what it receives. `memoryStore()` is the reference
- * implementation; `test/fixtures/store-suite.ts` is the contract, run
- * unchanged against every store.
+ * The persistence seam. Every method may answer at once or with a promise: the broker takes
+ * a synchronous answer on the spot (no promise per call on SQLite's fast path) and awaits a
+ * promise. An implementation must make each call all-or-nothing, and must never hand out an
+ * object it may still change (return a copy, or a frozen object it never changes again): the
+ * broker may hold what it receives. `memoryStore()` is the reference implementation;
+ * `test/fixtures/store-suite.ts` is the contract, run unchanged against every store.
  *
- * Times are epoch milliseconds. JSON values (`data`, `parameters`, `result`)
- * cross this interface as JSON text, so a store never shares a live object
- * with a caller. Reads take `now` and hide commands whose `expiresAt <= now`:
- * an expired command is gone for clients even before its timer has fired.
+ * Times are epoch milliseconds. JSON values (`data`, `parameters`, `result`) cross this
+ * interface as JSON text, so a store never shares a live object with a caller. Reads take
+ * `now` and hide commands whose `expiresAt <= now`: an expired command is gone for clients
+ * even before its timer has fired.
+ *
+ * A store whose command space other processes share (PostgreSQL) says so with `shared`: its
+ * brokers then hear of every write, theirs included, from its bus, and it enforces
+ * `maxPending` itself.
  */
 export interface Store {
-  /** Runs `fn` atomically: if it throws, every write it made is undone and the error rethrown. */
-  transaction: <T>(fn: () => T) => T
-
-  getDevice: (id: string) => DeviceRecord | undefined
+  getDevice: (id: string) => Awaitable<DeviceRecord | undefined>
   /** Creates or replaces the device with this id. */
-  saveDevice: (device: DeviceRecord) => void
+  saveDevice: (device: DeviceRecord) => Awaitable<void>
   /**
    * Deletes the device, not its commands: those are invisible from then on (every read of
    * commands skips a device that does not exist) until `deleteCommands` removes them, in
    * bounded steps. Returns whether the device existed.
    */
-  deleteDevice: (id: string) => boolean
+  deleteDevice: (id: string) => Awaitable<boolean>
   /** Deletes at most `limit` commands of `deviceId` (any), and returns how many it deleted. */
-  deleteCommands: (deviceId: string, limit: number) => number
+  deleteCommands: (deviceId: string, limit: number) => Awaitable<number>
 
-  /** Stores a command and returns its id: a positive integer, never reused, increasing per call. */
-  insertCommand: (command: NewCommandRecord) => number
-  /** The command, unless it does not exist or has expired at `now`. */
-  getCommand: (id: number, now: number) => CommandRecord | undefined
   /**
-   * Sets `status` and/or `result` (each only if the key is present in `patch`), sets
-   * `lastUpdated` and marks the command updated. Only touches a command of `deviceId` that has
-   * not expired at `now`; returns it as it was before the change, or undefined if there is none.
+   * Commits a batch of writes atomically: every insert, then every update in order (an
+   * update of an id repeated in the batch sees the one before it). Each insert gets an id: a
+   * positive integer, never reused, increasing in batch order. A store with `shared` refuses
+   * an insert that would give its device more than `batch.maxPending` pending commands (see
+   * `countPending`) and gives it no id; a store without may ignore `maxPending`, since the
+   * broker then counts for it. An update sets `status` and/or `result` (each only if its key
+   * is present in `patch`), sets `lastUpdated` and marks the command updated; it touches only
+   * a command of `deviceId` that has not expired at `now`, and reports the command as it was
+   * before, or undefined if there was none. If the commit fails, nothing of it is written.
    */
-  updateCommand: (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number) => CommandRecord | undefined
-  /** Deletes those of `ids` whose `expiresAt <= now` and returns them as they were. */
-  expireCommands: (ids: readonly number[], now: number) => CommandRecord[]
+  commit: (batch: WriteBatch, now: number) => Awaitable<CommitResult>
+  /** The command, unless it does not exist or has expired at `now`. */
+  getCommand: (id: number, now: number) => Awaitable<CommandRecord | undefined>
+  /**
+   * Deletes those of `ids` whose `expiresAt <= now` and returns them as they were. Of two
+   * callers (two processes on a shared store), only one gets each command.
+   */
+  expireCommands: (ids: readonly number[], now: number) => Awaitable<CommandRecord[]>
   /**
    * One bounded step of a scan in (timestamp, id) order: looks at no more than `scan.examine`
    * commands and returns the matching ones (see {@link CommandScan}), no more than `scan.take`.
    */
-  scanCommands: (scan: CommandScan, now: number) => CommandPage
+  scanCommands: (scan: CommandScan, now: number) => Awaitable<CommandPage>
   /**
    * A device's commands sorted by `command` or `status` (then timestamp, then id, all in
    * `sortOrder`), filtered and paged as `query` says; or undefined, having looked at no more
    * than `maxWindow + 1` commands, when more than `maxWindow` fall in the time window.
    */
-  sortCommands: (query: SortQuery, now: number, maxWindow: number) => CommandRecord[] | undefined
+  sortCommands: (query: SortQuery, now: number, maxWindow: number) => Awaitable<CommandRecord[] | undefined>
   /**
    * One bounded step of counting a device's pending commands (never updated, not expired at
    * `now`): looks at no more than `examine` of them in (timestamp, id) order after `cursor`.
    */
-  countPending: (deviceId: string, now: number, cursor: Cursor | undefined, examine: number) => CountPage
+  countPending: (deviceId: string, now: number, cursor: Cursor | undefined, examine: number) => Awaitable<CountPage>
   /**
    * One bounded step of start-up recovery: looks at no more than `examine` commands with
    * `afterId < id <= maxId`, in id order, and returns `[id, expiresAt]` of those that expire.
    */
-  expiringCommands: (afterId: number, maxId: number, examine: number) => ExpiringPage
+  expiringCommands: (afterId: number, maxId: number, examine: number) => Awaitable<ExpiringPage>
   /** The highest id ever assigned, 0 if none. */
-  lastCommandId: () => number
+  lastCommandId: () => Awaitable<number>
 
   /**
-   * Releases everything the store holds (statements, file handles, threads). Idempotent.
-   * The store is closed on return; a returned promise settles when background work has ended.
+   * Releases everything the store holds (statements, connections, file handles, threads, its
+   * bus). Idempotent. The store is closed on return; a returned promise settles when
+   * background work has ended.
    */
-  close: () => void | Promise<void>
+  close: () => Awaitable<void>
+
+  /** Present when other processes share this command space; see {@link SharedSpace}. */
+  readonly shared?: SharedSpace | undefined
+}
+
+/**
+ * What a store shared by several processes adds: every broker on it is one cluster. Its
+ * writes (`commit`, `expireCommands`, `claimExpired`, `deleteDevice`) publish their events on
+ * `bus` as part of the write, so each reaches every broker, the writer's own included.
+ */
+export interface SharedSpace {
+  /** The events of every write to this command space. */
+  readonly bus: Bus
+  /**
+   * Deletes up to `limit` commands that were due at `now` and that no broker has expired,
+   * whoever inserted them (a process that died leaves its commands to the others), and
+   * returns them as they were. Of two callers, only one gets each command.
+   */
+  claimExpired: (now: number, limit: number) => Awaitable<CommandRecord[]>
+}
+
+/** The synchronous form of a store: every answer at once. `memoryStore()` and `sqliteStore()` are this. */
+export type SyncStore = {
+  [K in keyof Store]-?: K extends 'close' | 'shared'
+    ? Store[K]
+    : Store[K] extends ((...args: infer A) => Awaitable<infer R>) | undefined ? (...args: A) => R : never
+}
+
+/** The writes of one group commit. */
+export interface WriteBatch {
+  readonly inserts: readonly NewCommandRecord[]
+  readonly updates: readonly CommandUpdate[]
+  /** `maxPendingPerDevice`: a shared store refuses an insert past it. */
+  readonly maxPending: number
+}
+
+/** One `command/update` in a batch. */
+export interface CommandUpdate {
+  readonly id: number
+  /** The device the command must belong to. */
+  readonly deviceId: string
+  readonly patch: CommandPatch
+  /** The wall-clock time the update sets. */
+  readonly lastUpdated: number
+}
+
+/** What a commit did: an id per insert (undefined: refused), the state before each update. */
+export interface CommitResult {
+  readonly ids: ReadonlyArray<number | undefined>
+  readonly before: ReadonlyArray<CommandRecord | undefined>
 }
 
 /** A device as stored. `data` is JSON text or null. */
@@ -101,7 +164,7 @@ export interface CommandRecord {
   updated: boolean
 }
 
-/** What `insertCommand` takes: a command before the store assigns its id. */
+/** An insert of a batch: a command before the store assigns its id. */
 export type NewCommandRecord = Omit<CommandRecord, 'id'>
 
 /** The two fields `command/update` may change. A missing key leaves the field as it is. */
