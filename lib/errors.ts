@@ -21,7 +21,11 @@ export class BrokerError extends Error {
  *   The request that hit it was answered `500 Internal server error` and changed nothing.
  * - `ERR_SUBSCRIBER`: an in-process subscriber or event listener threw; `cause` holds what it threw.
  * - `ERR_PUSH`: a session's `push` callback threw; `cause` holds what it threw.
- * - `ERR_SCHEMA`: the SQLite file was written by a newer, incompatible version of this library.
+ * - `ERR_SCHEMA`: the SQLite file, or the PostgreSQL schema, was written by a newer, incompatible
+ *   version of this library.
+ * - `ERR_IDS_EXHAUSTED`: `postgresStore()` has handed out command id 2^53 - 1, the last a JS number
+ *   holds exactly; it refuses further inserts (the batch is rolled back) rather than reuse or
+ *   round one.
  * - `ERR_LOCKED`: `sqliteStore()` was given a file that another live store holds, in this
  *   process or another. The lock dies with its holder: once that store is closed, or its
  *   process has ended in any way, the file opens.
@@ -36,6 +40,7 @@ export type BrokerErrorCode =
   | 'ERR_SUBSCRIBER'
   | 'ERR_PUSH'
   | 'ERR_SCHEMA'
+  | 'ERR_IDS_EXHAUSTED'
   | 'ERR_LOCKED'
   | 'ERR_FILE_MOVED'
   | 'ERR_INTERNAL'
