@@ -20,6 +20,13 @@ export interface PostgresBusOptions {
   retention?: number
   /** How often, in ms, each bus prunes events past `retention`. Default 60000. */
   pruneInterval?: number
+  /**
+   * How many delivered events the bus remembers, to drop one a catch-up reads again. Default
+   * 16384. An event committed more than this many events after its sequence number was taken
+   * (a transaction that stays open that long) is missed if the connection drops before its
+   * NOTIFY arrives; the store's transactions are a few statements.
+   */
+  window?: number
 }
 
 /** The longest NOTIFY payload PostgreSQL takes is 8000 bytes; a larger event goes by reference. */
@@ -31,8 +38,7 @@ const PRUNE_STEP = 10_000
 const CATCH_UP_STEP = 1000
 // Delivered sequence numbers remembered to drop a second delivery (a catch-up overlaps what
 // the old connection delivered). Past this many, the oldest are forgotten and the catch-up
-// reads only after them: an event missed must have been committed within the last WINDOW
-// events, which a transaction of the store's (a few statements) always is.
+// reads only after them.
 const WINDOW = 16_384
 const BACKOFF_FIRST = 50
 const BACKOFF_MAX = 5000
@@ -64,6 +70,8 @@ export class PostgresBus implements Bus {
   readonly #channel: string
   readonly #retention: number
   readonly #pruneInterval: number
+  readonly #window: number
+  readonly #application: string
   readonly #publish: pg.QueryConfig
   readonly #read: pg.QueryConfig
   readonly #readOne: pg.QueryConfig
@@ -91,6 +99,9 @@ export class PostgresBus implements Bus {
     this.#channel = `${options.schema}.events`
     this.#retention = options.retention ?? RETENTION
     this.#pruneInterval = options.pruneInterval ?? PRUNE_INTERVAL
+    this.#window = options.window ?? WINDOW
+    // Names the LISTEN connection in pg_stat_activity (63 bytes at most: the schema has 56).
+    this.#application = `${options.schema}:listen`
     const events = `"${options.schema}".events`
     const name = (what: string): string => `command-broker:${options.schema}:bus:${what}`
     // Sequence numbers follow the batch's order (the inner ORDER BY feeds nextval row by row),
@@ -149,8 +160,10 @@ export class PostgresBus implements Bus {
   async #close (): Promise<void> {
     this.#closed = true
     clearTimeout(this.#retry)
-    clearTimeout(this.#pruning)
+    clearInterval(this.#pruning)
+    // Nothing is delivered or reported from here on, whatever is still under way.
     this.#queue.length = 0
+    this.#listeners = []
     const client = this.#client
     this.#client = undefined
     this.#listening = undefined
@@ -166,13 +179,15 @@ export class PostgresBus implements Bus {
   // One attempt: a new connection, listening. On failure (or close meanwhile) it is ended.
   async #connect (first: boolean): Promise<void> {
     if (this.#closed) throw closedError()
-    const client = new pg.Client({ ...this.#pool.options, keepAlive: true })
+    const client = new pg.Client({ ...this.#pool.options, keepAlive: true, application_name: this.#application })
     // Set now: a NOTIFY may arrive before the LISTEN's reply does.
     this.#client = client
-    client.on('notification', (message) => { this.#notified(client, message) })
-    // Until it listens, a failure is the attempt's to report (it rejects), not #lost's.
-    client.on('error', (err) => { if (this.#listening === client) this.#lost(client, err) })
-    client.on('end', () => { if (this.#listening === client) this.#lost(client, new BrokerError('ERR_STORE', 'PostgresBus: the LISTEN connection ended')) })
+    client.on('notification', (message) => { this.#notified(message) })
+    // Until it listens, a failure is the attempt's to report (it rejects), not #lost's; once
+    // lost, its 'end' after its 'error' is not news.
+    const lost = (error: unknown): void => { if (this.#listening === client) this.#lost(client, error) }
+    client.on('error', lost)
+    client.on('end', () => { lost(new BrokerError('ERR_STORE', 'PostgresBus: the LISTEN connection ended')) })
     try {
       await client.connect()
       await client.query(`LISTEN "${this.#channel}"`)
@@ -191,8 +206,8 @@ export class PostgresBus implements Bus {
     this.#listening = client
   }
 
-  #notified (client: pg.Client, message: pg.Notification): void {
-    if (client !== this.#client || message.channel !== this.#channel) return
+  // The connection listens on one channel only: every notification is an event of this schema.
+  #notified (message: pg.Notification): void {
     const text = message.payload as string
     const colon = text.indexOf(':')
     this.#enqueue(colon < 0
@@ -235,7 +250,7 @@ export class PostgresBus implements Bus {
   async #drain (): Promise<void> {
     this.#draining = true
     try {
-      for (let item = this.#queue.shift(); item !== undefined && !this.#closed; item = this.#queue.shift()) {
+      for (let item = this.#queue.shift(); item !== undefined; item = this.#queue.shift()) {
         if (item.kind === 'catch-up') {
           if (!await item.listening.then(() => true, () => false)) continue
           await this.#catchUp()
@@ -250,11 +265,10 @@ export class PostgresBus implements Bus {
       }
     } catch (err) {
       // A read failed, and with it an event may be missed: start over on a new connection,
-      // whose catch-up reads it again (what is still queued waits for it). If the connection
-      // is already down, its reconnection does the same.
-      const client = this.#listening
-      if (client === undefined) this.#report(err)
-      else this.#lost(client, err)
+      // whose catch-up reads it again (what is still queued waits for it). Ending the
+      // connection does that; if it is down already, its reconnection is on its way.
+      this.#report(err)
+      void this.#listening?.end()
     } finally {
       this.#draining = false
     }
@@ -266,7 +280,6 @@ export class PostgresBus implements Bus {
     for (;;) {
       const { rows } = await this.#pool.query<{ seq: number, payload: string }>({ ...this.#read, values: [after] })
       for (const row of rows) {
-        if (this.#closed) return
         this.#deliver(row.seq, row.payload)
         after = row.seq
       }
@@ -278,7 +291,7 @@ export class PostgresBus implements Bus {
     if (this.#seen.has(seq)) return
     this.#seen.add(seq)
     this.#order.push(seq)
-    if (this.#order.length > WINDOW) {
+    if (this.#order.length > this.#window) {
       const oldest = this.#order.shift() as number
       this.#seen.delete(oldest)
       this.#floor = Math.max(this.#floor, oldest)
@@ -300,13 +313,12 @@ export class PostgresBus implements Bus {
     for (const { onError } of this.#listeners) onError?.(error)
   }
 
+  // Every bus prunes: deletes of the same rows by two just wait on each other.
   #schedulePrune (): void {
-    if (this.#closed) return
-    this.#pruning = setTimeout(() => {
-      this.prune().catch((err: unknown) => { this.#report(err) }).finally(() => { this.#schedulePrune() })
-    }, this.#pruneInterval)
+    this.#pruning = setInterval(() => { this.prune().catch((err: unknown) => { this.#report(err) }) }, this.#pruneInterval)
     this.#pruning.unref()
   }
+
 }
 
 type Item =

@@ -147,21 +147,21 @@ async function migrate (pool: pg.Pool, schema: string): Promise<void> {
 // too is broken: the pool discards it.
 async function transaction<T> (pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect()
-  let broken: Error | undefined
   try {
     await client.query('BEGIN')
     const result = await fn(client)
     await client.query('COMMIT')
+    client.release()
     return result
   } catch (err) {
+    let broken: Error | undefined
     try {
       await client.query('ROLLBACK')
     } catch (rollback) {
       broken = rollback as Error
     }
-    throw err
-  } finally {
     client.release(broken)
+    throw err
   }
 }
 
@@ -179,16 +179,12 @@ type Query = pg.QueryConfig & { types: typeof TYPES }
 
 /**
  * Numbers a statement's `$name` parameters in the order `names` gives: the values are then
- * passed in that order. A statement need not use every name (node-postgres cannot send one
- * it does not use, so a shape without one is given fewer names).
+ * passed in that order. Every name must be used (PostgreSQL cannot type a parameter it never
+ * sees), and a name missing from `names` becomes `$0`, which PostgreSQL refuses at once.
  */
 function statement (schema: string, name: string, names: readonly string[], text: string): Query {
   const sql = text
-    .replace(/\$([a-zA-Z]+)/g, (_, param: string) => {
-      const index = names.indexOf(param)
-      if (index < 0) throw new Error(`postgresStore: statement ${name} uses $${param}, which it was not given`)
-      return `$${index + 1}`
-    })
+    .replace(/\$([a-zA-Z]+)/g, (_, param: string) => `$${names.indexOf(param) + 1}`)
     .replace(/\{(\w+)\}/g, (_, table: string) => `"${schema}".${table}`)
   return { name: `command-broker:${schema}:${name}`, text: sql, types: TYPES }
 }
@@ -407,10 +403,27 @@ class PostgresStore implements Store {
     await this.#open()
     const { inserts, updates } = batch
     if (inserts.length === 0 && updates.length === 0) return { ids: [], before: [] }
+    const deviceIds = [...new Set([...inserts.map((c) => c.deviceId), ...updates.map((u) => u.deviceId)])]
+    for (;;) {
+      try {
+        return await this.#commit(batch, now, deviceIds)
+      } catch (err) {
+        if (!(err instanceof Missing)) throw err
+        // A device's first commands: its pending row is created in a statement of its own,
+        // committed at once, and the batch starts over. Created inside the batch's transaction,
+        // the row would stay locked by it while it waits for another device's row, out of order.
+        await this.#pool.query({ ...this.#addPending, values: [err.deviceIds] })
+      }
+    }
+  }
+
+  async #commit (batch: WriteBatch, now: number, deviceIds: readonly string[]): Promise<CommitResult> {
+    const { inserts, updates } = batch
     return await transaction(this.#pool, async (client) => {
       // Locks: the commands to update (id order), then the pending rows (device order).
       if (updates.length > 0) await client.query({ ...this.#lockCommands, values: [[...new Set(updates.map((u) => u.id))]] })
-      const devices = await this.#lockDevices(client, [...inserts.map((c) => c.deviceId), ...updates.map((u) => u.deviceId)])
+      const devices = await this.#lockDevices(client, deviceIds)
+      if (devices.size < deviceIds.length) throw new Missing(deviceIds.filter((id) => !devices.has(id)))
       const deltas = new Map<string, number>()
       const add = (deviceId: string, delta: number): void => { deltas.set(deviceId, (deltas.get(deviceId) ?? 0) + delta) }
 
@@ -502,7 +515,7 @@ class PostgresStore implements Store {
     rows.sort((a, b) => a.id - b.id)
     const pending = rows.filter((record) => !record.updated)
     if (pending.length === 0) return rows
-    const devices = await this.#lockDevices(client, pending.map((record) => record.deviceId), false)
+    const devices = await this.#lockDevices(client, [...new Set(pending.map((record) => record.deviceId))])
     const deltas = new Map<string, number>()
     const events: BusEvent[] = []
     for (const record of pending) {
@@ -601,16 +614,10 @@ class PostgresStore implements Store {
     await this.#ready
   }
 
-  // Locks the pending rows of these devices in device order, creating those missing unless
-  // `create` is false, and reads each device as it is now.
-  async #lockDevices (client: pg.PoolClient, deviceIds: readonly string[], create = true): Promise<Map<string, DeviceState>> {
-    const unique = [...new Set(deviceIds)]
-    let { rows } = await client.query<DeviceState & { deviceId: string }>({ ...this.#lockPending, values: [unique] })
-    if (create && rows.length < unique.length) {
-      // A device's first commands: its row, then all locked again, still in device order.
-      await client.query({ ...this.#addPending, values: [unique] })
-      rows = (await client.query<DeviceState & { deviceId: string }>({ ...this.#lockPending, values: [unique] })).rows
-    }
+  // Locks the pending rows of these devices (those that have one) in device order, and reads
+  // each device as it is now.
+  async #lockDevices (client: pg.PoolClient, deviceIds: readonly string[]): Promise<Map<string, DeviceState>> {
+    const { rows } = await client.query<DeviceState & { deviceId: string }>({ ...this.#lockPending, values: [deviceIds] })
     return new Map(rows.map(({ deviceId, ...state }) => [deviceId, state]))
   }
 
@@ -665,6 +672,15 @@ class PostgresStore implements Store {
     const changed = [...deltas].filter(([, delta]) => delta !== 0)
     if (changed.length === 0) return
     await client.query({ ...this.#setPending, values: [changed.map(([deviceId]) => deviceId), changed.map(([, delta]) => delta)] })
+  }
+}
+
+// Thrown inside a commit whose devices lack a pending row: it rolls back, and starts over once they have one.
+class Missing {
+  readonly deviceIds: readonly string[]
+
+  constructor (deviceIds: readonly string[]) {
+    this.deviceIds = deviceIds
   }
 }
 
