@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import pg from 'pg'
 import { BrokerError, describeCause } from '../errors.js'
 import type { Bus, BusEvent } from './bus.js'
@@ -103,28 +104,21 @@ export class PostgresBus implements Bus {
     // Names the LISTEN connection in pg_stat_activity (63 bytes at most: the schema has 56).
     this.#application = `${options.schema}:listen`
     const events = `"${options.schema}".events`
-    const name = (what: string): string => `command-broker:${options.schema}:bus:${what}`
     // Sequence numbers follow the batch's order (the inner ORDER BY feeds nextval row by row),
     // and the NOTIFYs go out in that order: one device's events are delivered as written.
-    this.#publish = {
-      name: name('publish'),
-      text: `WITH e AS (
-          INSERT INTO ${events} (seq, payload)
-          SELECT nextval('"${options.schema}".events_seq_seq'), u.payload
-          FROM (SELECT payload FROM unnest($1::text[]) WITH ORDINALITY AS u(payload, n) ORDER BY n) u
-          RETURNING seq, payload)
-        SELECT count(pg_notify($2, CASE WHEN octet_length(s.seq::text) + 1 + octet_length(s.payload) <= ${NOTIFY_LIMIT - 1}
-          THEN s.seq::text || ':' || s.payload ELSE s.seq::text END))
-        FROM (SELECT seq, payload FROM e ORDER BY seq) s`
-    }
-    this.#read = { name: name('read'), text: `SELECT seq, payload FROM ${events} WHERE seq > $1 ORDER BY seq LIMIT ${CATCH_UP_STEP}`, types: TYPES }
-    this.#readOne = { name: name('read-one'), text: `SELECT payload FROM ${events} WHERE seq = $1` }
-    this.#floorQuery = { name: name('floor'), text: `SELECT coalesce(max(seq), 0) AS seq FROM ${events}`, types: TYPES }
-    this.#prune = {
-      name: name('prune'),
-      text: `DELETE FROM ${events} WHERE seq IN (SELECT seq FROM ${events}
-        WHERE at < now() - make_interval(secs => $1::float8 / 1000) ORDER BY seq LIMIT ${PRUNE_STEP})`
-    }
+    this.#publish = prepared('publish', `WITH e AS (
+        INSERT INTO ${events} (seq, payload)
+        SELECT nextval('"${options.schema}".events_seq_seq'), u.payload
+        FROM (SELECT payload FROM unnest($1::text[]) WITH ORDINALITY AS u(payload, n) ORDER BY n) u
+        RETURNING seq, payload)
+      SELECT count(pg_notify($2, CASE WHEN octet_length(s.seq::text) + 1 + octet_length(s.payload) <= ${NOTIFY_LIMIT - 1}
+        THEN s.seq::text || ':' || s.payload ELSE s.seq::text END))
+      FROM (SELECT seq, payload FROM e ORDER BY seq) s`)
+    this.#read = prepared('read', `SELECT seq, payload FROM ${events} WHERE seq > $1 ORDER BY seq LIMIT ${CATCH_UP_STEP}`)
+    this.#readOne = prepared('read-one', `SELECT payload FROM ${events} WHERE seq = $1`)
+    this.#floorQuery = prepared('floor', `SELECT coalesce(max(seq), 0) AS seq FROM ${events}`)
+    this.#prune = prepared('prune', `DELETE FROM ${events} WHERE seq IN (SELECT seq FROM ${events}
+      WHERE at < now() - make_interval(secs => $1::float8 / 1000) ORDER BY seq LIMIT ${PRUNE_STEP})`)
     this.ready = this.#start(options.after)
     // Whoever needs the bus awaits `ready`; a rejection nobody awaits must not crash the process.
     this.ready.catch(() => {})
@@ -319,6 +313,20 @@ export class PostgresBus implements Bus {
     this.#pruning.unref()
   }
 
+}
+
+/**
+ * The name of a prepared statement (`label`, short, says which) from its text: the same text
+ * has the same name on every connection, whichever store or bus prepared it, and two texts
+ * never share one. The schema is in the text, not the name: PostgreSQL cuts names at 63 bytes.
+ */
+export function statementName (label: string, text: string): string {
+  return `command-broker:${label}:${createHash('sha256').update(text).digest('base64url').slice(0, 24)}`
+}
+
+// A statement of the bus, prepared once per connection; int8 columns as numbers.
+function prepared (label: string, text: string): pg.QueryConfig {
+  return { name: statementName(label, text), text, types: TYPES }
 }
 
 type Item =

@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { PostgresBus } from '../bus/postgres.js'
+import { PostgresBus, statementName } from '../bus/postgres.js'
 import type { BusEvent } from '../bus/bus.js'
 import { BrokerError } from '../errors.js'
 import { describe } from '../options.js'
@@ -182,12 +182,13 @@ type Query = pg.QueryConfig & { types: typeof TYPES }
  * passed in that order. Every name must be used (PostgreSQL cannot type a parameter it never
  * sees), and a name missing from `names` becomes `$0`, which PostgreSQL refuses at once.
  */
-function statement (schema: string, name: string, names: readonly string[], text: string): Query {
+function statement (schema: string, label: string, names: readonly string[], text: string): Query {
   const sql = text
     .replace(/\$([a-zA-Z]+)/g, (_, param: string) => `$${names.indexOf(param) + 1}`)
     .replace(/\{(\w+)\}/g, (_, table: string) => `"${schema}".${table}`)
-  return { name: `command-broker:${schema}:${name}`, text: sql, types: TYPES }
+  return { name: statementName(label, sql), text: sql, types: TYPES }
 }
+
 
 // Columns of a command as a CommandRecord, of the table (or step) named `c`.
 const COLUMNS = `c.id, c.command, c.timestamp, c.last_updated AS "lastUpdated", c.user_id AS "userId",
@@ -549,9 +550,9 @@ class PostgresStore implements Store {
     // UNION ALL keeps no order of its own: the step's order, again.
     const sign = desc ? -1 : 1
     rows.sort((a, b) => sign * (a.timestamp - b.timestamp || a.id - b.id))
-    const last = rows[rows.length - 1]
-    const next = rows.length >= scan.take && last !== undefined ? { timestamp: last.timestamp, id: last.id } : bound
-    return { rows, next }
+    // take >= 1: when it is reached, the last row is there.
+    const last = rows.length >= scan.take ? rows[rows.length - 1] : undefined
+    return { rows, next: last === undefined ? bound : { timestamp: last.timestamp, id: last.id } }
   }
 
   async sortCommands (query: SortQuery, now: number, maxWindow: number): Promise<CommandRecord[] | undefined> {

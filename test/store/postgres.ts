@@ -272,6 +272,8 @@ if (fixture !== undefined) {
       const expected = [...tied]
       t.strictSame(rows.map((r) => r.id), order === 'ASC' ? expected : expected.reverse(), `ties on timestamp go by id, ${order}`)
     }
+    t.strictSame(await store.scanCommands({ deviceId: 'tie', order: 'ASC', examine: 10, take: 1 }, 0),
+      { rows: [await store.getCommand(tied[0] as number, 0)], next: { timestamp: 10, id: tied[0] } }, 'take reached: next is the last row')
     const scan = async (fields: object, now = 0): Promise<unknown> => await store.scanCommands({ order: 'ASC', examine: 10, take: 10, ...fields }, now)
     t.strictSame(((await scan({ deviceId: 'dev', networkIds: [1], deviceTypeIds: [2], names: ['a', 'b'] })) as { rows: CommandRecord[] }).rows.map((r) => r.id), [i10, i20])
     t.strictSame(await scan({ deviceId: 'dev', examine: 2, take: 10, command: 'c' }), { rows: [], next: { timestamp: 20, id: i20 } }, 'a step that finds nothing says where to go on')
