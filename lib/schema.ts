@@ -151,6 +151,8 @@ export const deviceBody = z.object({
   deviceTypeId: int.nullish(),
   isBlocked: bool.nullish()
 })
+/** A `device` object as `deviceBody` reads it. */
+export type DeviceBody = z.output<typeof deviceBody>
 
 /** `device/save` (spec §12). */
 export const deviceSaveSchema = z.object({
