@@ -162,11 +162,12 @@ export class Broker {
     // Closed first: whatever the last flush makes a subscriber do is refused with 503.
     core.closed = true
     core.expiry.close()
-    core.stopListening()
-    for (const state of core.sessions) state.close()
-    // Writes already accepted commit; a store that answers later is awaited.
+    // Writes already accepted commit, and their subscribers hear of them; a store that
+    // answers later is awaited.
     const flushed = core.writes.flush()
     if (flushed instanceof Promise) await flushed
+    core.stopListening()
+    for (const state of core.sessions) state.close()
     try {
       await core.store.close()
     } catch (err) {

@@ -274,7 +274,6 @@ export class Core {
 
   // An event from the bus, this broker's own or, on a shared store, any broker's.
   #deliver (event: BusEvent): void {
-    if (this.closed) return
     if (event.type === 'device-deleted') {
       for (const subscriber of this.fanOut.forDevice(event.deviceId)) subscriber.end?.()
       return

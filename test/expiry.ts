@@ -4,7 +4,7 @@ import type { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
 import type { Command } from '../lib/schema.js'
 import type { Store } from '../lib/store/store.js'
-import { overridable, setup, START } from './fixtures/broker.js'
+import { insertAll, insertOne, overridable, setup, START } from './fixtures/broker.js'
 import { command, device } from './fixtures/store-suite.js'
 
 t.test('expiry: a command of a deleted device expires unreported, even when its deletion failed', async (t) => {
@@ -41,7 +41,7 @@ t.test('expiry: a command of a deleted device expires unreported, even when its 
 t.test('expiry: a listener that closes the broker during start-up recovery stops it there', async (t) => {
   const store = memoryStore()
   store.saveDevice(device({ id: 'lamp-1' }))
-  for (let i = 0; i < 5; i++) store.insertCommand(command({ deviceId: 'lamp-1', expiresAt: START - 1000 }))
+  for (let i = 0; i < 5; i++) insertOne(store, command({ deviceId: 'lamp-1', expiresAt: START - 1000 }))
   const { broker } = setup(t, {}, store)
   let closing: Promise<void> | undefined
   const expired: number[] = []
@@ -60,8 +60,8 @@ t.test('expiry: recovery steps through a million ids of commands without a lifet
   const steps: number[] = []
   const store: Store = { ...overridable(inner), expiringCommands: (...args) => { steps.push(args[2]); return inner.expiringCommands(...args) } }
   inner.saveDevice(device({ id: 'lamp-1' }))
-  inner.transaction(() => { for (let i = 0; i < 5000; i++) inner.insertCommand(command({ deviceId: 'lamp-1' })) })
-  inner.insertCommand(command({ deviceId: 'lamp-1', expiresAt: START + 1000 }))
+  insertAll(inner, Array.from({ length: 5000 }, () => command({ deviceId: 'lamp-1' })))
+  insertOne(inner, command({ deviceId: 'lamp-1', expiresAt: START + 1000 }))
   const { broker } = setup(t, { expiryBatch: 1000 }, store)
   t.strictSame(await broker.ready, { expired: 0, rearmed: 1 })
   t.equal(steps.length, 6, 'six steps of 1000 ids, one per turn, though only one command expires')

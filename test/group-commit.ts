@@ -86,7 +86,7 @@ t.test('group-commit: an insert answers its four assigned keys, or 500 when its 
 })
 
 t.test('group-commit: an update answers nothing, 404 for a command gone at commit, 500 when it failed', async (t) => {
-  const op = new UpdateOp(9, DEVICE, { status: 'done' }, 0, 0)
+  const op = new UpdateOp(9, DEVICE, { status: 'done' }, 0)
   t.equal(op.deviceId, 'a', 'the device it must belong to')
   t.throws(() => op.payload(), { code: 404, error: 'Command with id = 9 not found' })
   op.before = record({ id: 9 })

@@ -6,7 +6,7 @@ import { memoryStore } from '../lib/store/memory.js'
 import type { Push } from '../lib/schema.js'
 import type { Store } from '../lib/store/store.js'
 import { STEP_EXAMINE } from '../lib/turns.js'
-import { body, overridable, setup, START } from './fixtures/broker.js'
+import { body, insertAll, overridable, setup, START } from './fixtures/broker.js'
 import { command } from './fixtures/store-suite.js'
 
 const turn = (): Promise<void> => new Promise(setImmediate)
@@ -18,11 +18,8 @@ async function world (t: Parameters<typeof setup>[0], options: Parameters<typeof
   const inner = memoryStore()
   const w = setup(t, options, wrap(inner))
   await w.device('lamp-1')
-  inner.transaction(() => {
-    for (let i = 0; i < COUNT; i++) {
-      inner.insertCommand(command({ deviceId: 'lamp-1', command: RARE.includes(i) ? 'rare' : 'common', timestamp: START + 10 * i }))
-    }
-  })
+  insertAll(inner, Array.from({ length: COUNT }, (_, i) =>
+    command({ deviceId: 'lamp-1', command: RARE.includes(i) ? 'rare' : 'common', timestamp: START + 10 * i })))
   const pushes: Push[] = []
   const session = w.broker.session((push) => { pushes.push(push) })
   body(await session.handle({ action: 'authenticate', token: w.admin }))

@@ -3,14 +3,14 @@
 import t from 'tap'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { Command } from '../../lib/schema.js'
-import type { Store } from '../../lib/store/store.js'
+import type { Store, SyncStore } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
-import { body, CLOSED, errorOf, overridable, setup, START } from '../fixtures/broker.js'
+import { body, CLOSED, errorOf, insertAll, overridable, setup, START } from '../fixtures/broker.js'
 import { command } from '../fixtures/store-suite.js'
 
 // `n` commands of `deviceId` put straight into the store, a millisecond apart from START.
-function fill (store: Store, deviceId: string, n: number, fields: Parameters<typeof command>[0] = {}): void {
-  store.transaction(() => { for (let i = 0; i < n; i++) store.insertCommand(command({ deviceId, timestamp: START + i, ...fields })) })
+function fill (store: SyncStore, deviceId: string, n: number, fields: Parameters<typeof command>[0] = {}): void {
+  insertAll(store, Array.from({ length: n }, (_, i) => command({ deviceId, timestamp: START + i, ...fields })))
 }
 
 t.test('commands: the first insert of a device with many commands waits for its count, loaded over turns', async (t) => {

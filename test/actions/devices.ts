@@ -3,14 +3,14 @@
 import t from 'tap'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { Reply } from '../../lib/schema.js'
-import type { Store } from '../../lib/store/store.js'
+import type { Store, SyncStore } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
-import { body, CLOSED, errorOf, overridable, setup } from '../fixtures/broker.js'
+import { body, CLOSED, errorOf, insertAll, overridable, setup } from '../fixtures/broker.js'
 import { command, scanAll } from '../fixtures/store-suite.js'
 
 // `n` commands of `deviceId` put straight into the store.
-function fill (store: Store, deviceId: string, n: number): void {
-  store.transaction(() => { for (let i = 0; i < n; i++) store.insertCommand(command({ deviceId, timestamp: i })) })
+function fill (store: SyncStore, deviceId: string, n: number): void {
+  insertAll(store, Array.from({ length: n }, (_, i) => command({ deviceId, timestamp: i })))
 }
 
 t.test('devices: device/delete deletes the commands a bounded step per turn, before it replies', async (t) => {
