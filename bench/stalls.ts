@@ -15,7 +15,7 @@ import { Session } from 'node:inspector/promises'
 import { join } from 'node:path'
 import {
   createBroker, formatTimestamp, manualClock, memoryStore, signToken, sqliteStore,
-  type Broker, type ManualClock, type NewCommandRecord, type Push, type Reply, type Session as BrokerSession, type Store
+  type Broker, type ManualClock, type NewCommandRecord, type Push, type Reply, type Session as BrokerSession, type Store, type SyncStore
 } from '../lib/index.js'
 import { check, heapUsed, quick, Scenario, SECRET, tempDir } from './common.js'
 
@@ -127,14 +127,14 @@ function layout (): Layout {
 const plan = layout()
 
 // --- building a store through its own methods ---------------------------------------------
-function build (store: Store): void {
-  store.transaction(() => {
+function build (store: SyncStore): void {
+  {
     for (let d = 0; d < DEVICES; d++) {
       store.saveDevice({ id: `dev-${d}`, name: `dev-${d}`, data: null, networkId: (d % 10) + 1, deviceTypeId: 1, isBlocked: false })
     }
     for (const id of ['huge', 'doomed', 'big']) store.saveDevice({ id, name: id, data: null, networkId: 1, deviceTypeId: 1, isBlocked: false })
     store.saveDevice({ id: 'lonely', name: 'lonely', data: null, networkId: LONELY_NETWORK, deviceTypeId: 1, isBlocked: false })
-  })
+  }
   let regular = 0
   let huge = 0
   let rare = 0
@@ -185,9 +185,9 @@ function build (store: Store): void {
     }
   }
   for (let from = 0; from < N; from += 10_000) {
-    store.transaction(() => {
-      for (let i = from; i < Math.min(N, from + 10_000); i++) store.insertCommand(record(i))
-    })
+    const batch: NewCommandRecord[] = []
+    for (let i = from; i < Math.min(N, from + 10_000); i++) batch.push(record(i))
+    store.commit({ inserts: batch, updates: [], maxPending: Infinity }, 0)
   }
   check(store.lastCommandId() === N, `build: ${store.lastCommandId()} of ${N} commands stored`)
   check(huge === HUGE, 'build: the huge device got its commands')
@@ -357,10 +357,11 @@ function isError (reply: Reply, code: number, pattern: RegExp): boolean {
 }
 
 // --- the cases -----------------------------------------------------------------------------
-async function run (name: string, open: () => Store, reopen: (() => Store) | undefined): Promise<void> {
-  let store = open()
+async function run (name: string, open: () => SyncStore, reopen: (() => SyncStore) | undefined): Promise<void> {
+  const first = open()
+  let store: Store = first
   const built = performance.now()
-  build(store)
+  build(first)
   console.error(`stalls: ${name}: built ${N} commands in ${((performance.now() - built) / 1000).toFixed(1)} s`)
   if (reopen !== undefined) {
     await store.close()

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ACTIONS, WRITES, type Result } from './actions/index.js'
+import { ACTIONS, ORDERED, WRITES, type Action, type Request, type Result } from './actions/index.js'
 import { BrokerError, isBrokerError, ProtocolError } from './errors.js'
 import { Core, type BrokerEvents, type Message } from './core.js'
 import type { RecoveryReport } from './expiry.js'
@@ -161,13 +161,50 @@ export class Broker {
     const core = this.#core
     // Closed first: whatever the last flush makes a subscriber do is refused with 503.
     core.closed = true
-    core.writes.flush()
     core.expiry.close()
+    // Writes already accepted commit, and their subscribers hear of them; a store that
+    // answers later is awaited.
+    const flushed = core.writes.flush()
+    if (flushed instanceof Promise) await flushed
+    core.stopListening()
     for (const state of core.sessions) state.close()
     try {
       await core.store.close()
     } catch (err) {
       core.fail('ERR_STORE', 'closing the store failed', err)
+    }
+  }
+
+  // Serves a session's request in the session's order: a write after the session's earlier
+  // writes have queued, anything else after they have committed, so it sees them.
+  async #inOrder (session: SessionState, name: string, request: Request, serve: Action): Promise<Result> {
+    const core = this.#core
+    if (!ORDERED.has(name)) {
+      const queued = session.afterWrites()
+      if (queued !== undefined) await queued
+      if (session.pendingWrite !== undefined) await session.pendingWrite
+      core.checkOpen(session)
+      const result = serve(request)
+      return result instanceof Promise ? await result : result
+    }
+    const turn = session.beginWrite()
+    try {
+      if (turn !== undefined) {
+        await turn
+        core.checkOpen(session)
+      }
+      // A device write sees the session's earlier command writes committed.
+      if (!WRITES.has(name) && session.pendingWrite !== undefined) {
+        await session.pendingWrite
+        core.checkOpen(session)
+      }
+      let result = serve(request)
+      if (result instanceof Promise) result = await result
+      // Set before the turn ends: a read that waited for the turn then waits for the commit.
+      if (result instanceof WriteOp) session.pendingWrite = result.done
+      return result
+    } finally {
+      session.endWrite()
     }
   }
 
@@ -200,16 +237,15 @@ export class Broker {
       const name = typeof action === 'string' ? action : undefined
       const serve = name === undefined ? undefined : ACTIONS.get(name)
       if (serve === undefined) throw new ProtocolError(400, unknownAction(describeAction(msg.action)))
-      // A request that is not itself a write sees the session's earlier writes.
-      if (session?.pendingWrite !== undefined && !WRITES.has(name as string)) {
-        await session.pendingWrite
-        core.checkOpen(session)
+      let result: Result | Promise<Result>
+      if (session === undefined) {
+        result = serve({ core, session, msg, token, afterReply })
+        if (result instanceof Promise) result = await result
+      } else {
+        result = await this.#inOrder(session, name as string, { core, session, msg, token, afterReply }, serve)
       }
-      let result: Result | Promise<Result> = serve({ core, session, msg, token, afterReply })
-      if (result instanceof Promise) result = await result
       if (result instanceof WriteOp) {
         const done = result.done as Promise<void>
-        if (session !== undefined) session.pendingWrite = done
         await done
         if (session?.pendingWrite === done) session.pendingWrite = undefined
         return success(action, requestId, result.payload())

@@ -2,16 +2,17 @@ import mittModule, { type Emitter } from 'mitt'
 import { allows, Authenticator, canSee, type ActionId, type Grant } from './auth.js'
 import type { Clock } from './clock.js'
 import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
+import { LocalBus, type Bus, type BusEvent } from './bus/bus.js'
 import { Expiry } from './expiry.js'
 import { CommandEvent, FanOut } from './fan-out.js'
 import { guardStore } from './store/guarded.js'
 import { WriteQueue, type InsertOp, type UpdateOp } from './group-commit.js'
-import { ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, DEVICE_ID_REQUIRED, MALFORMED_JSON, deviceNotFound } from './messages.js'
+import { ACCESS_DENIED, BROKER_CLOSED, COMMAND_ID_REQUIRED, DEVICE_ID_REQUIRED, MALFORMED_JSON, deviceNotFound, validationFailed } from './messages.js'
 import type { ResolvedOptions } from './options.js'
 import { PendingCounts } from './pending.js'
 import type { Command } from './schema.js'
 import type { SessionState } from './session.js'
-import type { CommandRecord, DeviceRecord, Store } from './store/store.js'
+import type { Awaitable, CommandRecord, CommitResult, DeviceRecord, SharedSpace, Store, WriteBatch } from './store/store.js'
 import { STEP_EXAMINE } from './turns.js'
 
 // mitt's types describe a CommonJS module; Node loads its ESM build, whose default export is the factory.
@@ -42,6 +43,10 @@ export type Message = Record<string, unknown>
 export class Core {
   readonly options: ResolvedOptions
   readonly store: Store
+  /** The store's shared space when processes share it: then the store counts pending commands and publishes events. */
+  readonly shared: SharedSpace | undefined
+  /** Where the broker hears of writes: the shared space's bus, or its own in-process one. */
+  readonly bus: Bus
   readonly clock: Clock
   readonly auth: Authenticator
   readonly fanOut: FanOut
@@ -52,23 +57,40 @@ export class Core {
   readonly sessions = new Set<SessionState>()
   /** Devices whose commands are being deleted, and when that is done: a new device of the id waits. */
   readonly deletions = new Map<string, Promise<void>>()
+  /**
+   * Device saves and deletes under way on a store that answers later, by device id: a write
+   * of that device waits for it. With `deviceGeneration`, counting every one ever started, a
+   * write whose device read overlapped one reads the device again.
+   */
+  readonly deviceWrites = new Map<string, Promise<void>>()
+  deviceGeneration = 0
   /** Expires commands when their time comes: the timer wheel and start-up recovery. */
   readonly expiry: Expiry
   closed = false
   #nextSubscriptionId = 1
+  // Publishes this broker's own events when its store is not shared.
+  readonly #localBus: LocalBus | undefined
+  readonly #stopListening: () => void
   // The error of each slice of writes whose transaction failed, until it is settled.
   readonly #commitErrors = new WeakMap<object, unknown>()
 
   constructor (store: Store, options: ResolvedOptions) {
     this.options = options
     this.store = guardStore(store)
+    this.shared = this.store.shared
+    this.#localBus = this.shared === undefined ? new LocalBus() : undefined
+    this.bus = this.shared?.bus ?? this.#localBus as LocalBus
     this.clock = options.clock
     this.auth = new Authenticator(options.key, options.tokenCacheSize)
     this.fanOut = new FanOut((err) => { this.fail('ERR_SUBSCRIBER', 'a subscriber threw', err) })
     this.writes = new WriteQueue(options.writeBatch, {
-      commit: (ops) => { this.#commit(ops) },
+      commit: (ops) => this.#commit(ops),
       settle: (ops) => { this.#settle(ops) }
     })
+    this.#stopListening = this.bus.subscribe(
+      (event) => { this.#deliver(event) },
+      (err) => { this.fail('ERR_STORE', 'the store\'s event bus failed; it is recovering', err) }
+    )
     this.pending = new PendingCounts(this.store, STEP_EXAMINE * 4)
     // Last: it reads the store, and starts recovery on the next turn.
     this.expiry = new Expiry(this)
@@ -101,15 +123,45 @@ export class Core {
    * The device checks of spec §3, in its order: the action (403), then `deviceId` (400 if
    * missing), then the device itself (403, or 404 for a token that may see every device).
    */
-  device (grant: Grant, action: ActionId, msg: Message): DeviceRecord {
+  device (grant: Grant, action: ActionId, msg: Message): Awaitable<DeviceRecord> {
     const deviceId = this.deviceId(grant, action, msg)
     const device = this.store.getDevice(deviceId)
-    if (device === undefined) {
-      if (grant.allDevices) throw new ProtocolError(404, deviceNotFound(deviceId))
-      throw new ProtocolError(403, ACCESS_DENIED)
+    if (device instanceof Promise) return device.then((found) => checkDevice(grant, deviceId, found))
+    return checkDevice(grant, deviceId, device)
+  }
+
+  /**
+   * Whether a write of `deviceId` must start over (read the device again) rather than queue:
+   * a save or delete of it is under way, or one started since `generation` was read. Only
+   * a store that answers later gets here.
+   */
+  deviceChanged (deviceId: string, generation: number): Promise<void> | undefined {
+    const writing = this.deviceWrites.get(deviceId)
+    if (writing !== undefined) return writing
+    return generation === this.deviceGeneration ? undefined : Promise.resolve()
+  }
+
+  /**
+   * Runs a device save or delete: after the writes queued before it have committed (they
+   * saw the device as it was), and, on a store that answers later, registered so that
+   * writes of the device wait for it.
+   */
+  deviceWrite<T> (deviceId: string, write: () => Awaitable<T>): Awaitable<T> {
+    const flushed = this.writes.flush()
+    if (!(flushed instanceof Promise)) {
+      const done = write()
+      if (!(done instanceof Promise)) return done
+      return this.#tracked(deviceId, done)
     }
-    if (!canSee(grant, device.networkId, device.deviceTypeId)) throw new ProtocolError(403, ACCESS_DENIED)
-    return device
+    return this.#tracked(deviceId, flushed.then(write))
+  }
+
+  #tracked<T> (deviceId: string, running: Promise<T>): Promise<T> {
+    this.deviceGeneration++
+    const settled = running.then(noop, noop)
+    this.deviceWrites.set(deviceId, settled)
+    void settled.then(() => { if (this.deviceWrites.get(deviceId) === settled) this.deviceWrites.delete(deviceId) })
+    return running
   }
 
   /** The action check, then `deviceId` as a string (a number is its decimal text, as Gson reads it). */
@@ -134,53 +186,114 @@ export class Core {
   // --- writes ---------------------------------------------------------------------------
 
   // One transaction of writes: no callbacks into other code here (see WriteSink.commit).
-  #commit (ops: Array<InsertOp | UpdateOp>): void {
-    const store = this.store
-    try {
-      store.transaction(() => {
-        for (const op of ops) {
-          if (op.kind === 'insert') op.record.id = store.insertCommand(op.record)
-          else op.before = store.updateCommand(op.id, op.deviceId, op.patch, op.lastUpdated, op.now)
-        }
-      })
-    } catch (err) {
-      for (const op of ops) op.failed = true
-      this.#commitErrors.set(ops, err)
+  #commit (ops: Array<InsertOp | UpdateOp>): Awaitable<void> {
+    const inserts = []
+    const updates = []
+    for (const op of ops) {
+      if (op.kind === 'insert') inserts.push(op.record)
+      else updates.push(op)
     }
+    const batch: WriteBatch = { inserts, updates, maxPending: this.options.maxPendingPerDevice }
+    let result
+    try {
+      result = this.store.commit(batch, this.clock.now())
+    } catch (err) {
+      this.#failed(ops, err)
+      return
+    }
+    if (result instanceof Promise) return result.then((done) => { this.#committed(ops, done) }, (err: unknown) => { this.#failed(ops, err) })
+    this.#committed(ops, result)
+  }
+
+  #committed (ops: Array<InsertOp | UpdateOp>, result: CommitResult): void {
+    let insert = 0
+    let update = 0
+    for (const op of ops) {
+      if (op.kind === 'update') {
+        op.before = result.before[update++]
+        continue
+      }
+      const id = result.ids[insert++]
+      if (id !== undefined) {
+        op.record.id = id
+        continue
+      }
+      const { maxPendingPerDevice } = this.options
+      op.refusal = new ProtocolError(400, validationFailed(`device ${op.record.deviceId} has ${maxPendingPerDevice} pending commands, the limit is ${maxPendingPerDevice}`))
+    }
+  }
+
+  #failed (ops: Array<InsertOp | UpdateOp>, err: unknown): void {
+    for (const op of ops) op.failed = true
+    this.#commitErrors.set(ops, err)
   }
 
   // After every slice of a flush has committed: only now do timers start, subscribers hear of
   // it, and failures get reported, so whatever those call (close(), another write) comes after.
   #settle (ops: Array<InsertOp | UpdateOp>): void {
     if (this.#commitErrors.has(ops)) {
-      for (const op of ops) if (op.kind === 'insert') this.pending.uncount(op.record)
+      if (this.shared === undefined) for (const op of ops) if (op.kind === 'insert') this.pending.uncount(op.record)
       this.fail('ERR_STORE', 'a write failed; its requests were answered 500', this.#commitErrors.get(ops))
       return
     }
     const now = this.clock.now()
+    const bus = this.#localBus
     for (const op of ops) {
       if (op.kind === 'insert') {
         const { record } = op
+        if (op.refusal !== undefined) continue
         if (record.expiresAt !== null && !this.closed) this.expiry.arm(record.id, record.expiresAt)
         // One whose lifetime ran out before it committed is gone for readers already: it is
-        // reported when its timer fires, not pushed as new.
-        if (this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)) {
-          this.fanOut.publish(new CommandEvent(record, op.device), false)
+        // reported when its timer fires, not pushed as new. A shared store published it.
+        if (bus !== undefined && this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)) {
+          bus.publish(new CommandEvent('insert', record, op.device))
         }
       } else if (op.before !== undefined) {
         const { before, patch } = op
+        if (bus === undefined) continue
         if (!before.updated) this.pending.uncount(before)
         if (this.fanOut.has(true)) {
-          this.fanOut.publish(new CommandEvent({
+          bus.publish(new CommandEvent('update', {
             ...before,
             status: patch.status === undefined ? before.status : patch.status,
             result: patch.result === undefined ? before.result : patch.result,
             lastUpdated: op.lastUpdated,
             updated: true
-          }, op.device), true)
+          }, op.device))
         }
       }
     }
+  }
+
+  /** Publishes an expiry on this broker's own bus; a shared store has published its own. */
+  publishExpired (record: CommandRecord, device: DeviceRecord): void {
+    if (this.#localBus !== undefined && this.fanOut.has(true)) {
+      this.#localBus.publish(new CommandEvent('expire', { ...record, status: 'expired' }, device))
+    }
+  }
+
+  // An event from the bus, this broker's own or, on a shared store, any broker's.
+  #deliver (event: BusEvent): void {
+    if (event.type === 'device-deleted') {
+      for (const subscriber of this.fanOut.forDevice(event.deviceId)) subscriber.end?.()
+      return
+    }
+    const commandEvent = event instanceof CommandEvent
+      ? event
+      : new CommandEvent(event.type, event.type === 'expire' ? { ...event.record, status: 'expired' } : event.record, event)
+    if (event.type === 'insert') {
+      // From another broker: one that expired before it got here is not pushed as new.
+      const { expiresAt } = event.record
+      if (expiresAt !== null && expiresAt <= this.clock.now()) return
+      if (this.fanOut.has(false)) this.fanOut.publish(commandEvent, false)
+    } else if (this.fanOut.has(true)) {
+      this.fanOut.publish(commandEvent, true)
+    }
+  }
+
+  /** Stops listening to the bus. */
+  stopListening (): void {
+    this.#stopListening()
   }
 
   // --- events ---------------------------------------------------------------------------
@@ -189,7 +302,7 @@ export class Core {
   emitExpired (record: CommandRecord, device: DeviceRecord): void {
     const listeners = this.events.all.get('expired') as Array<(value: unknown) => void> | undefined
     if (listeners === undefined || listeners.length === 0) return
-    const command = new CommandEvent(record, device).command
+    const command = new CommandEvent('expire', record, device).command
     for (const listener of listeners.slice()) {
       try {
         listener(command)
@@ -221,3 +334,15 @@ export class Core {
     }
   }
 }
+
+// The device checks of spec §3 once the device has been read.
+function checkDevice (grant: Grant, deviceId: string, device: DeviceRecord | undefined): DeviceRecord {
+  if (device === undefined) {
+    if (grant.allDevices) throw new ProtocolError(404, deviceNotFound(deviceId))
+    throw new ProtocolError(403, ACCESS_DENIED)
+  }
+  if (!canSee(grant, device.networkId, device.deviceTypeId)) throw new ProtocolError(403, ACCESS_DENIED)
+  return device
+}
+
+function noop (): void {}

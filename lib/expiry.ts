@@ -1,7 +1,6 @@
 import type { Core } from './core.js'
 import { deferred } from './group-commit.js'
-import { CommandEvent } from './fan-out.js'
-import type { CommandRecord } from './store/store.js'
+import type { Awaitable, CommandRecord, DeviceRecord, ExpiringPage, SharedSpace } from './store/store.js'
 import { TimerWheel } from './timer-wheel.js'
 
 /** What `broker.ready` resolves to once start-up recovery is done. */
@@ -16,91 +15,179 @@ export interface RecoveryReport {
 const RETRY_MS = 1000
 
 /**
- * Expires commands when their lifetime runs out: one timer wheel for every pending command,
- * and at start-up a recovery that expires what fell due while the broker was down and arms the
- * rest, a bounded step per event-loop turn. Deletes in the store, then tells the `expired`
+ * On a shared store, how often each broker looks for due commands that no broker expired: those
+ * of a process that died. A command is claimed once it is a tick overdue, so a live owner's
+ * wheel normally wins; an orphan expires at most a tick plus this late.
+ */
+export const SWEEP_MS = 1000
+
+/**
+ * Expires commands when their lifetime runs out: one timer wheel for the commands this broker
+ * inserted and, at start-up, a recovery that expires what fell due while the broker was down
+ * and arms the rest, a bounded step per event-loop turn. On a shared store there is no
+ * recovery: every broker sweeps the store for overdue commands instead (see {@link SWEEP_MS}),
+ * so a process that dies leaves no orphans. Deletes in the store, then tells the `expired`
  * listeners and the update subscribers of each command that was never updated.
  */
 export class Expiry {
-  /** Resolves once start-up recovery is done. */
+  /** Resolves once start-up recovery is done (on a shared store: once its bus listens). */
   readonly ready: Promise<RecoveryReport>
   readonly #core: Core
   readonly #wheel: TimerWheel
-  // Recovery steps through ids (recoveredTo, recoverUpTo], then resolves `ready`.
+  // Recovery steps through ids (recoveredTo, recoverUpTo], then resolves `ready`; the upper
+  // bound is read by the first step.
   #recoveredTo = 0
-  readonly #recoverUpTo: number
+  #recoverUpTo: number | undefined
   readonly #report: RecoveryReport = { expired: 0, rearmed: 0 }
   readonly #resolveReady: (report: RecoveryReport) => void
-  #recoveryImmediate: NodeJS.Immediate | undefined
-  #recoveryTimer: unknown
+  #immediate: NodeJS.Immediate | undefined
+  #timer: unknown
+  #closed = false
 
   constructor (core: Core) {
     this.#core = core
     const { clock, options } = core
-    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, onExpire: (ids) => { this.#expire(ids) } })
-    this.#recoverUpTo = core.store.lastCommandId()
+    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, onExpire: (ids) => { void this.#expire(ids) } })
     const ready = deferred<RecoveryReport>()
     this.ready = ready.promise
     this.#resolveReady = ready.resolve
-    // Recovery waits a turn, so listeners attached right after createBroker() see its events.
-    this.#recoveryImmediate = setImmediate(this.#recover)
+    const { shared } = core
+    if (shared === undefined) {
+      // Recovery waits a turn, so listeners attached right after createBroker() see its events.
+      this.#immediate = setImmediate(this.#recover)
+      return
+    }
+    this.#timer = clock.setTimeout(this.#sweep, SWEEP_MS)
+    const resolve = (): void => { this.#resolveReady({ ...this.#report }) }
+    if (shared.bus.ready === undefined) resolve()
+    else {
+      shared.bus.ready.then(resolve, (err: unknown) => {
+        core.fail('ERR_STORE', 'the store\'s event bus failed to start', err)
+        resolve()
+      })
+    }
   }
 
-  /** Arms a committed command's expiry. */
+  /** Arms a committed command's expiry; nothing once closed. */
   arm (id: number, expiresAt: number): void {
-    this.#wheel.add(id, expiresAt)
+    if (!this.#closed) this.#wheel.add(id, expiresAt)
   }
 
-  /** Stops the wheel and recovery (nothing of either runs after); `ready` resolves with what recovery had done. */
+  /** Stops the wheel, recovery and the sweep (nothing of them runs after); `ready` resolves with what recovery had done. */
   close (): void {
+    this.#closed = true
     this.#wheel.close()
-    if (this.#recoveryImmediate !== undefined) clearImmediate(this.#recoveryImmediate)
-    if (this.#recoveryTimer !== undefined) this.#core.clock.clearTimeout(this.#recoveryTimer)
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate)
+    if (this.#timer !== undefined) this.#core.clock.clearTimeout(this.#timer)
+    this.#immediate = undefined
+    this.#timer = undefined
     this.#resolveReady({ ...this.#report })
   }
 
   // Expires the commands among `ids` that are due, and reports those never updated.
-  // Returns how many left the store.
-  #expire (ids: number[]): number {
+  // Resolves to how many left the store.
+  #expire (ids: number[]): Awaitable<number> {
     const core = this.#core
     const now = core.clock.now()
-    let removed: CommandRecord[]
+    let removed
     try {
-      removed = core.store.transaction(() => core.store.expireCommands(ids, now))
+      removed = core.store.expireCommands(ids, now)
     } catch (err) {
-      // Re-armed before reporting: a listener may close the broker, and then the wheel too.
-      if (!core.closed) for (const id of ids) this.#wheel.add(id, now + RETRY_MS)
-      core.fail('ERR_STORE', 'expiring commands failed; retrying', err)
-      return 0
+      return this.#failed(ids, now, err)
     }
-    for (const record of removed) {
+    if (removed instanceof Promise) {
+      return removed.then((records) => this.#expired(records), (err: unknown) => this.#failed(ids, now, err))
+    }
+    return this.#expired(removed)
+  }
+
+  #failed (ids: number[], now: number, err: unknown): number {
+    // Re-armed before reporting: a listener may close the broker, and then the wheel too.
+    for (const id of ids) this.arm(id, now + RETRY_MS)
+    this.#core.fail('ERR_STORE', 'expiring commands failed; retrying', err)
+    return 0
+  }
+
+  // Reports the commands an expiry removed; returns (once reported) how many there were.
+  #expired (removed: CommandRecord[]): Awaitable<number> {
+    const core = this.#core
+    // A listener closed the broker while this expiry was under way: the rest go unreported.
+    if (core.closed) return removed.length
+    const pending = removed.filter((record) => !record.updated)
+    if (core.shared === undefined) for (const record of pending) core.pending.uncount(record)
+    // A command whose device was deleted is gone already: it expires unreported. Devices are
+    // read once each; on a store that answers later, all at once.
+    const devices = new Map<string, Awaitable<DeviceRecord | undefined>>()
+    let later = false
+    try {
+      for (const { deviceId } of pending) {
+        if (devices.has(deviceId)) continue
+        const device = core.store.getDevice(deviceId)
+        later ||= device instanceof Promise
+        devices.set(deviceId, device)
+      }
+    } catch (err) {
+      core.fail('ERR_STORE', 'reading the devices of expired commands failed; they expired unreported', err)
+      return removed.length
+    }
+    if (!later) {
+      this.#tell(pending, devices as Map<string, DeviceRecord | undefined>)
+      return removed.length
+    }
+    const read = [...devices].map(async ([id, device]) => { devices.set(id, await device) })
+    return Promise.all(read).then(() => {
+      this.#tell(pending, devices as Map<string, DeviceRecord | undefined>)
+      return removed.length
+    }, (err: unknown) => {
+      core.fail('ERR_STORE', 'reading the devices of expired commands failed; they expired unreported', err)
+      return removed.length
+    })
+  }
+
+  #tell (pending: CommandRecord[], devices: ReadonlyMap<string, DeviceRecord | undefined>): void {
+    const core = this.#core
+    for (const record of pending) {
       // A listener may have closed the broker, and with it the store: the rest go unreported.
-      if (core.closed) break
-      if (record.updated) continue
-      core.pending.uncount(record)
-      // A command whose device was deleted is gone already: it expires unreported.
-      const device = core.store.getDevice(record.deviceId)
+      if (core.closed) return
+      const device = devices.get(record.deviceId)
       if (device === undefined) continue
       core.emitExpired(record, device)
-      if (core.fanOut.has(true)) core.fanOut.publish(new CommandEvent({ ...record, status: 'expired' }, device), true)
+      core.publishExpired(record, device)
     }
-    return removed.length
   }
 
   readonly #recover = (): void => {
-    this.#recoveryImmediate = undefined
-    this.#recoveryTimer = undefined
+    this.#immediate = undefined
+    this.#timer = undefined
     const core = this.#core
-    let page
+    let step: Awaitable<ExpiringPage> | undefined
     try {
+      // The first step reads how far recovery goes: no id above it existed at start-up.
+      const upTo = this.#recoverUpTo ?? core.store.lastCommandId()
+      if (upTo instanceof Promise) {
+        upTo.then((id) => { this.#recoverUpTo = id; this.#recover() }, (err: unknown) => { this.#recoveryFailed(err) })
+        return
+      }
+      this.#recoverUpTo = upTo
       // One step per event-loop turn, no bigger than what expiry may do in one turn.
-      page = core.store.expiringCommands(this.#recoveredTo, this.#recoverUpTo, core.options.expiryBatch)
+      step = core.store.expiringCommands(this.#recoveredTo, upTo, core.options.expiryBatch)
     } catch (err) {
-      this.#recoveryTimer = core.clock.setTimeout(this.#recover, RETRY_MS)
-      core.fail('ERR_STORE', 'start-up recovery failed; retrying', err)
+      this.#recoveryFailed(err)
       return
     }
-    const now = core.clock.now()
+    if (step instanceof Promise) step.then((page) => { void this.#recovered(page) }, (err: unknown) => { this.#recoveryFailed(err) })
+    else void this.#recovered(step)
+  }
+
+  #recoveryFailed (err: unknown): void {
+    if (this.#closed) return
+    this.#timer = this.#core.clock.setTimeout(this.#recover, RETRY_MS)
+    this.#core.fail('ERR_STORE', 'start-up recovery failed; retrying', err)
+  }
+
+  async #recovered (page: ExpiringPage): Promise<void> {
+    if (this.#closed) return
+    const now = this.#core.clock.now()
     const due: number[] = []
     for (const [id, expiresAt] of page.entries) {
       if (expiresAt <= now) {
@@ -110,14 +197,48 @@ export class Expiry {
         this.#report.rearmed++
       }
     }
-    if (due.length > 0) this.#report.expired += this.#expire(due)
+    if (due.length > 0) {
+      const expired = this.#expire(due)
+      this.#report.expired += expired instanceof Promise ? await expired : expired
+    }
     // An `expired` or `error` listener may have closed the broker.
-    if (core.closed) return
+    if (this.#closed) return
     if (page.next === undefined) {
       this.#resolveReady({ ...this.#report })
       return
     }
     this.#recoveredTo = page.next
-    this.#recoveryImmediate = setImmediate(this.#recover)
+    this.#immediate = setImmediate(this.#recover)
+  }
+
+  // On a shared store: claims what is a tick overdue and no broker expired, a batch a turn
+  // while whole batches come back, then waits SWEEP_MS.
+  readonly #sweep = (): void => {
+    this.#timer = undefined
+    this.#immediate = undefined
+    const core = this.#core
+    const limit = core.options.expiryBatch
+    const now = core.clock.now()
+    let claimed
+    try {
+      claimed = (core.shared as SharedSpace).claimExpired(now - core.options.tick, limit)
+    } catch (err) {
+      this.#swept(0, err)
+      return
+    }
+    if (claimed instanceof Promise) {
+      claimed.then(async (records) => { this.#swept(await this.#expired(records)) }, (err: unknown) => { this.#swept(0, err) })
+      return
+    }
+    const reported = this.#expired(claimed)
+    if (reported instanceof Promise) void reported.then((count) => { this.#swept(count) })
+    else this.#swept(reported)
+  }
+
+  #swept (count: number, err?: unknown): void {
+    if (this.#closed) return
+    if (err !== undefined) this.#core.fail('ERR_STORE', 'sweeping for overdue commands failed; retrying', err)
+    if (count >= this.#core.options.expiryBatch) this.#immediate = setImmediate(this.#sweep)
+    else this.#timer = this.#core.clock.setTimeout(this.#sweep, SWEEP_MS)
   }
 }

@@ -1,3 +1,4 @@
+import type { CommandBusEvent } from './bus/bus.js'
 import type { Command } from './schema.js'
 import type { CommandRecord, DeviceRecord } from './store/store.js'
 import { deepFreeze, toCommand } from './wire.js'
@@ -8,13 +9,15 @@ import { deepFreeze, toCommand } from './wire.js'
  * rights read where it is). The wire form is built on first use and shared, deeply frozen,
  * by every subscriber: none of them can change what another sees, or what the store holds.
  */
-export class CommandEvent {
+export class CommandEvent implements CommandBusEvent {
+  readonly type: CommandBusEvent['type']
   readonly record: CommandRecord
   readonly networkId: number | null
   readonly deviceTypeId: number | null
   #command: Command | undefined
 
-  constructor (record: CommandRecord, device: Pick<DeviceRecord, 'networkId' | 'deviceTypeId'>) {
+  constructor (type: CommandBusEvent['type'], record: CommandRecord, device: Pick<DeviceRecord, 'networkId' | 'deviceTypeId'>) {
+    this.type = type
     this.record = record
     this.networkId = device.networkId
     this.deviceTypeId = device.deviceTypeId

@@ -1,6 +1,6 @@
 import { ProtocolError } from './errors.js'
 import { INTERNAL_ERROR, commandNotFound } from './messages.js'
-import type { CommandPatch, CommandRecord, DeviceRecord } from './store/store.js'
+import type { Awaitable, CommandPatch, CommandRecord, DeviceRecord } from './store/store.js'
 import { formatTimestamp } from './timestamp.js'
 
 /** What a success reply carries after its envelope's keys; undefined for none. */
@@ -35,8 +35,15 @@ export class InsertOp extends WriteOp {
     this.device = device
   }
 
+  /**
+   * Set when a shared store refused it at commit: its device had `maxPendingPerDevice`
+   * pending commands by then, counted across the cluster.
+   */
+  refusal: ProtocolError | undefined
+
   payload (): Payload {
     if (this.failed) throw new ProtocolError(500, INTERNAL_ERROR)
+    if (this.refusal !== undefined) throw this.refusal
     const { id, timestamp, userId } = this.record
     const formatted = formatTimestamp(timestamp)
     return { command: { id, timestamp: formatted, lastUpdated: formatted, userId } }
@@ -49,16 +56,12 @@ export class UpdateOp extends WriteOp {
   /** The command before the change; undefined if it did not exist (or had expired) at commit. */
   before: CommandRecord | undefined
 
-  /**
-   * `lastUpdated` is the wall-clock time the update sets; `now`, on the broker's timing
-   * clock, decides whether the command has expired.
-   */
+  /** `lastUpdated` is the wall-clock time the update sets. */
   constructor (
     readonly id: number,
     readonly device: DeviceRecord,
     readonly patch: CommandPatch,
-    readonly lastUpdated: number,
-    readonly now: number
+    readonly lastUpdated: number
   ) {
     super()
   }
@@ -79,14 +82,15 @@ export class UpdateOp extends WriteOp {
 export interface WriteSink {
   /**
    * Runs one transaction of writes and records each outcome on its op (`failed`, the assigned
-   * id, `before`). Must not throw, and must not call out to code that may re-enter the queue:
-   * it runs while later slices still wait their turn.
+   * id, `before`), at once or when the returned promise settles. Must not throw or reject,
+   * and must not call out to code that may re-enter the queue: it runs while later slices
+   * still wait their turn.
    */
-  commit: (ops: Array<InsertOp | UpdateOp>) => void
+  commit: (ops: Array<InsertOp | UpdateOp>) => Awaitable<void>
   /**
    * Runs what a committed (or failed) slice makes visible: timers, subscribers, error reports.
-   * Called once every queued slice has been committed, so code it calls (a subscriber that
-   * closes the broker, or deletes a device) never lands between two slices of one flush.
+   * Called once every slice of the flush has been committed, so code it calls (a subscriber
+   * that closes the broker, or deletes a device) never lands between two slices of one flush.
    */
   settle: (ops: Array<InsertOp | UpdateOp>) => void
 }
@@ -95,6 +99,8 @@ export interface WriteSink {
  * Group commit: writes queued during one event-loop turn are committed together at the next
  * (setImmediate), in transactions of at most `size` writes, and each write's `done` settles
  * once they all have. A lone write commits on the next turn, as soon as the loop is free.
+ * One flush is in flight at a time: with a store that answers later, writes queued meanwhile
+ * wait for it, then commit together.
  */
 export class WriteQueue {
   readonly #size: number
@@ -104,9 +110,11 @@ export class WriteQueue {
   #ops: Array<InsertOp | UpdateOp> = []
   #done: { promise: Promise<void>, resolve: () => void } | undefined
   #immediate: NodeJS.Immediate | undefined
+  // The flush whose commits are under way, if they answer later; the next waits for it.
+  #flushing: Promise<void> | undefined
   readonly #onImmediate = (): void => {
     this.#immediate = undefined
-    this.flush()
+    void this.flush()
   }
 
   constructor (size: number, sink: WriteSink) {
@@ -123,7 +131,7 @@ export class WriteQueue {
   push<Op extends InsertOp | UpdateOp>(op: Op): Op {
     if (this.#done === undefined) {
       this.#done = deferred<void>()
-      this.#immediate = setImmediate(this.#onImmediate)
+      if (this.#flushing === undefined) this.#immediate = setImmediate(this.#onImmediate)
     }
     this.#ops.push(op)
     op.done = this.#done.promise
@@ -131,23 +139,44 @@ export class WriteQueue {
   }
 
   /**
-   * Commits what is queued, now: for a write that must follow them, and for close(). Every
-   * slice commits before any is settled, and the requests resolve after both.
+   * Commits what is queued, now (after the flush in flight, if any): for a write that must
+   * follow them, and for close(). Every slice commits before any is settled, and the
+   * requests resolve after both. Returns a promise only if a commit answered later; it
+   * settles once what was queued at the call has committed. Never rejects.
    */
-  flush (): void {
+  flush (): Awaitable<void> {
     if (this.#immediate !== undefined) clearImmediate(this.#immediate)
     this.#immediate = undefined
+    if (this.#flushing !== undefined) return this.#flushing.then(() => this.flush())
     const done = this.#done
     if (done === undefined) return
     const ops = this.#ops
     this.#ops = []
     this.#done = undefined
     const slices: Array<Array<InsertOp | UpdateOp>> = []
-    for (let i = 0; i < ops.length; i += this.#size) {
-      const slice = ops.slice(i, i + this.#size)
-      this.#sink.commit(slice)
-      slices.push(slice)
+    for (let i = 0; i < ops.length; i += this.#size) slices.push(ops.slice(i, i + this.#size))
+    for (let i = 0; i < slices.length; i++) {
+      const committing = this.#sink.commit(slices[i] as Array<InsertOp | UpdateOp>)
+      if (committing instanceof Promise) {
+        const flushing = this.#finish(committing, slices, i + 1, done)
+        this.#flushing = flushing
+        return flushing
+      }
     }
+    this.#settle(slices, done)
+  }
+
+  // The rest of a flush whose commit at `from - 1` answered later: one slice at a time.
+  async #finish (committing: Promise<void>, slices: Array<Array<InsertOp | UpdateOp>>, from: number, done: { resolve: () => void }): Promise<void> {
+    await committing
+    for (let i = from; i < slices.length; i++) await this.#sink.commit(slices[i] as Array<InsertOp | UpdateOp>)
+    this.#flushing = undefined
+    this.#settle(slices, done)
+    // Writes queued while this flush was in flight commit next.
+    if (this.#done !== undefined && this.#immediate === undefined) this.#immediate = setImmediate(this.#onImmediate)
+  }
+
+  #settle (slices: Array<Array<InsertOp | UpdateOp>>, done: { resolve: () => void }): void {
     for (const slice of slices) this.#sink.settle(slice)
     done.resolve()
   }

@@ -13,9 +13,11 @@ export { memoryStore } from './store/memory.js'
 export { sqliteStore, SCHEMA_VERSION } from './store/sqlite.js'
 export type { SqliteStoreOptions } from './store/sqlite.js'
 export type {
-  Store, DeviceRecord, CommandRecord, NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage,
-  ExpiringPage, Cursor
+  Store, SyncStore, SharedSpace, Awaitable, WriteBatch, CommandUpdate, CommitResult, DeviceRecord, CommandRecord,
+  NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage, ExpiringPage, Cursor
 } from './store/store.js'
+export { LocalBus } from './bus/bus.js'
+export type { Bus, BusEvent, CommandBusEvent, DeviceDeletedEvent } from './bus/bus.js'
 
 export { systemClock } from './clock.js'
 export type { Clock, TimerHandle } from './clock.js'

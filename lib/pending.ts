@@ -1,4 +1,4 @@
-import type { CommandRecord, Cursor, Store } from './store/store.js'
+import type { Awaitable, CommandRecord, CountPage, Cursor, Store } from './store/store.js'
 import { compareCursors } from './store/store.js'
 import { nextTurn } from './turns.js'
 
@@ -48,16 +48,17 @@ export class PendingCounts {
     const pending: PendingCount = { count: 0, since: now, cursor: undefined }
     this.#counts.set(deviceId, pending)
     try {
-      if (this.#step(deviceId, pending)) return pending
+      const first = this.#step(deviceId, pending)
+      if (first === true) return pending
+      const rest = this.#rest(deviceId, pending, first)
+      this.#loading.set(deviceId, rest)
+      const settled = (): void => { this.#loading.delete(deviceId) }
+      rest.then(settled, settled)
+      return rest
     } catch (err) {
       this.#counts.delete(deviceId)
       throw err
     }
-    const rest = this.#rest(deviceId, pending)
-    this.#loading.set(deviceId, rest)
-    const settled = (): void => { this.#loading.delete(deviceId) }
-    rest.then(settled, settled)
-    return rest
   }
 
   /**
@@ -78,9 +79,15 @@ export class PendingCounts {
     this.#counts.delete(deviceId)
   }
 
-  // One bounded step of the store count; true when the count is complete.
-  #step (deviceId: string, pending: PendingCount): boolean {
+  // One bounded step of the store count; true when the count is complete, false when a step
+  // is left for the next turn, a promise of either when the store answers later.
+  #step (deviceId: string, pending: PendingCount): Awaitable<boolean> {
     const page = this.#store.countPending(deviceId, pending.since, pending.cursor ?? undefined, this.#examine)
+    if (page instanceof Promise) return page.then((answer) => this.#counted(pending, answer))
+    return this.#counted(pending, page)
+  }
+
+  #counted (pending: PendingCount, page: CountPage): boolean {
     pending.count += page.count
     if (page.next === undefined) {
       pending.cursor = null
@@ -90,10 +97,14 @@ export class PendingCounts {
     return false
   }
 
-  async #rest (deviceId: string, pending: PendingCount): Promise<PendingCount> {
+  async #rest (deviceId: string, pending: PendingCount, first: false | Promise<boolean>): Promise<PendingCount> {
     try {
-      do await nextTurn()
-      while (!this.#step(deviceId, pending))
+      let done = first === false ? false : await first
+      while (!done) {
+        await nextTurn()
+        const step = this.#step(deviceId, pending)
+        done = step instanceof Promise ? await step : step
+      }
     } catch (err) {
       this.#counts.delete(deviceId)
       throw err

@@ -6,7 +6,8 @@ import { parseTimestamp } from './timestamp.js'
 // The shapes of DeviceHive requests, as zod schemas. Each checks JSON types
 // only: permission checks come first (spec §3), and the broker turns a failed
 // parse into DeviceHive's exact error (see `broker.ts`). Unknown keys are
-// stripped, never stored. The inferred input types are the public message types.
+// stripped, never stored. The public message types are interfaces over the parts the
+// schemas check; a schema is written only where something is parsed with it.
 
 /** Any JSON value. The broker serialises it (rejecting what JSON cannot hold) and checks its size. */
 const json = z.unknown().optional()
@@ -47,13 +48,12 @@ export const insertBody = z.object({
 })
 
 /** `command/insert` (spec §4). */
-export const commandInsertSchema = z.object({
-  action: z.literal('command/insert'),
-  requestId,
-  deviceId: text,
-  command: insertBody
-})
-export type CommandInsertMessage = z.input<typeof commandInsertSchema>
+export interface CommandInsertMessage {
+  action: 'command/insert'
+  requestId?: unknown
+  deviceId: string | number
+  command: z.input<typeof insertBody>
+}
 
 /** The `command` object of `command/update`: only these two keys count. */
 export const updateBody = z.object({
@@ -62,23 +62,21 @@ export const updateBody = z.object({
 })
 
 /** `command/update` (spec §7). */
-export const commandUpdateSchema = z.object({
-  action: z.literal('command/update'),
-  requestId,
-  deviceId: text,
-  commandId: id,
-  command: updateBody
-})
-export type CommandUpdateMessage = z.input<typeof commandUpdateSchema>
+export interface CommandUpdateMessage {
+  action: 'command/update'
+  requestId?: unknown
+  deviceId: string | number
+  commandId: number | string
+  command: z.input<typeof updateBody>
+}
 
 /** `command/get` (spec §8). */
-export const commandGetSchema = z.object({
-  action: z.literal('command/get'),
-  requestId,
-  deviceId: text,
-  commandId: id
-})
-export type CommandGetMessage = z.input<typeof commandGetSchema>
+export interface CommandGetMessage {
+  action: 'command/get'
+  requestId?: unknown
+  deviceId: string | number
+  commandId: number | string
+}
 
 /** The filters of `command/list`, without `deviceId` (spec §9). */
 export const listFilters = z.object({
@@ -94,12 +92,11 @@ export const listFilters = z.object({
 })
 
 /** `command/list` (spec §9). */
-export const commandListSchema = listFilters.extend({
-  action: z.literal('command/list'),
-  requestId,
-  deviceId: z.string()
-})
-export type CommandListMessage = z.input<typeof commandListSchema>
+export interface CommandListMessage extends z.input<typeof listFilters> {
+  action: 'command/list'
+  requestId?: unknown
+  deviceId: string | number
+}
 
 /** The filters of `command/subscribe`, without `deviceId` (spec §10). */
 export const subscribeFilters = z.object({
@@ -112,12 +109,11 @@ export const subscribeFilters = z.object({
 })
 
 /** `command/subscribe` (spec §10). */
-export const commandSubscribeSchema = subscribeFilters.extend({
-  action: z.literal('command/subscribe'),
-  requestId,
-  deviceId: text.nullish()
-})
-export type CommandSubscribeMessage = z.input<typeof commandSubscribeSchema>
+export interface CommandSubscribeMessage extends z.input<typeof subscribeFilters> {
+  action: 'command/subscribe'
+  requestId?: unknown
+  deviceId?: string | number | null
+}
 
 /** `command/unsubscribe` (spec §10). */
 export const commandUnsubscribeSchema = z.object({
@@ -151,31 +147,30 @@ export const deviceBody = z.object({
   deviceTypeId: int.nullish(),
   isBlocked: bool.nullish()
 })
+/** A `device` object as `deviceBody` reads it. */
+export type DeviceBody = z.output<typeof deviceBody>
 
 /** `device/save` (spec §12). */
-export const deviceSaveSchema = z.object({
-  action: z.literal('device/save'),
-  requestId,
-  deviceId: text,
-  device: deviceBody
-})
-export type DeviceSaveMessage = z.input<typeof deviceSaveSchema>
+export interface DeviceSaveMessage {
+  action: 'device/save'
+  requestId?: unknown
+  deviceId: string | number
+  device: z.input<typeof deviceBody>
+}
 
 /** `device/get` (spec §12). */
-export const deviceGetSchema = z.object({
-  action: z.literal('device/get'),
-  requestId,
-  deviceId: z.string()
-})
-export type DeviceGetMessage = z.input<typeof deviceGetSchema>
+export interface DeviceGetMessage {
+  action: 'device/get'
+  requestId?: unknown
+  deviceId: string | number
+}
 
 /** `device/delete` (spec §12). */
-export const deviceDeleteSchema = z.object({
-  action: z.literal('device/delete'),
-  requestId,
-  deviceId: z.string()
-})
-export type DeviceDeleteMessage = z.input<typeof deviceDeleteSchema>
+export interface DeviceDeleteMessage {
+  action: 'device/delete'
+  requestId?: unknown
+  deviceId: string | number
+}
 
 /** Any request the broker understands. */
 export type Message =

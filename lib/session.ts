@@ -55,6 +55,13 @@ export class SessionState {
   pendingWrite: Promise<void> | undefined
   readonly #push: PushFunction
   readonly #host: SessionHost
+  // Write turns: a write takes ticket #started and runs once #finished reaches it (every
+  // earlier write has queued); a read waits for the writes started before it. Waiters are in
+  // ticket order. On a store that answers at once a turn ends before the next begins, and
+  // nobody ever waits.
+  #started = 0
+  #finished = 0
+  readonly #waiters: Array<{ readonly ticket: number, readonly resolve: () => void }> = []
   // The reply of the last request, while it is not out yet: the next reply waits for it.
   #lastReply: Promise<unknown> | undefined
   #inFlight = 0
@@ -62,6 +69,32 @@ export class SessionState {
   constructor (host: SessionHost, push: PushFunction) {
     this.#host = host
     this.#push = push
+  }
+
+  /**
+   * Takes a write's turn: undefined if it may run now, else a promise that resolves once the
+   * session's earlier writes have queued (or failed). Each call must be followed by one `endWrite()`.
+   */
+  beginWrite (): Promise<void> | undefined {
+    return this.#after(this.#started++)
+  }
+
+  /** Ends the turn of the oldest write that has one: it has queued (or failed). */
+  endWrite (): void {
+    const finished = ++this.#finished
+    while (this.#waiters.length > 0 && (this.#waiters[0] as { ticket: number }).ticket <= finished) {
+      (this.#waiters.shift() as { resolve: () => void }).resolve()
+    }
+  }
+
+  /** For a request that is not a write: undefined, or a promise that resolves once the writes begun before it have queued. */
+  afterWrites (): Promise<void> | undefined {
+    return this.#after(this.#started)
+  }
+
+  #after (ticket: number): Promise<void> | undefined {
+    if (this.#finished >= ticket) return undefined
+    return new Promise((resolve) => { this.#waiters.push({ ticket, resolve }) })
   }
 
   /** Sends a push, unless the session is closed; a push that throws or rejects is reported. */

@@ -3,7 +3,7 @@ import type { Core } from './core.js'
 import type { CommandEvent, Subscriber, SubscriptionFilter } from './fan-out.js'
 import type { Push } from './schema.js'
 import type { SessionState, SessionSubscription, SubscriptionListing } from './session.js'
-import type { CommandPage, CommandRecord, CommandScan } from './store/store.js'
+import type { Awaitable, CommandPage, CommandRecord, CommandScan } from './store/store.js'
 import { largestCommand, nextTurn, StepSize, STEP_EXAMINE } from './turns.js'
 import { toCommand } from './wire.js'
 
@@ -57,22 +57,33 @@ export class Subscription implements Subscriber, SessionSubscription {
 
   /**
    * Registers with the fan-out (live events wait from here on), reads the first step of
-   * history, and hands back the rest of the replay to start once the reply is out. Throws what
-   * the store threw, having left nothing registered.
+   * history, and hands back the rest of the replay to start once the reply is out. Throws
+   * (or rejects with) what the store threw, having left nothing registered.
    */
-  start (): void {
+  start (): Awaitable<void> {
     this.#remove = this.#core.fanOut.add(this)
     this.#spec.session.subscriptions.set(this.id, this)
     const { history } = this.#spec
     if (history === undefined) return
     this.#waiting = []
     const replay = new Replay(this.#core, this.#scan(history.after), history.limit)
+    let first
     try {
-      this.#replayed(replay.step())
+      first = replay.step()
     } catch (err) {
       this.end()
       throw err
     }
+    if (first instanceof Promise) {
+      return first.then((rows) => {
+        this.#replayed(rows)
+        void this.#continue(replay)
+      }, (err: unknown) => {
+        this.end()
+        throw err
+      })
+    }
+    this.#replayed(first)
     void this.#continue(replay)
   }
 
@@ -108,7 +119,11 @@ export class Subscription implements Subscriber, SessionSubscription {
         await nextTurn()
         // Ended, or live events outran it: either way the replay is over.
         if (this.#waiting === undefined) return
-        this.#replayed(replay.step())
+        const step = replay.step()
+        const rows = step instanceof Promise ? await step : step
+        // Ended meanwhile (a store that answers later): nothing more goes out.
+        if (this.#waiting === undefined) return
+        this.#replayed(rows)
       }
     } catch (err) {
       this.#core.fail('ERR_STORE', `replaying the history of subscription ${this.id} failed; it goes on live`, err)
@@ -181,12 +196,16 @@ class Replay {
     this.#left = limit
   }
 
-  step (): CommandRecord[] {
+  step (): Awaitable<CommandRecord[]> {
     const page = this.#core.store.scanCommands({
       ...this.#scan,
       cursor: this.#next,
       take: Math.min(this.#left, this.#size.take)
     }, this.#core.clock.now())
+    return page instanceof Promise ? page.then((answer) => this.#read(answer)) : this.#read(page)
+  }
+
+  #read (page: CommandPage): CommandRecord[] {
     const rows = page.rows.slice(0, this.#left)
     for (const record of rows) this.#size.saw(record)
     this.#left -= rows.length

@@ -1,5 +1,5 @@
 // Faults in the store: a SQLite file that turns read-only, a store whose methods throw, and a
-// store that throws inside a transaction after some writes. Each failed request is answered
+// store whose group commit throws. Each failed request is answered
 // 500 `Internal server error`, reported once on `error` as ERR_STORE with the store's own error
 // as `cause`, and changes nothing: no command, no timer, no subscriber call, no push. Once the
 // store heals, the same request succeeds and is delivered.
@@ -12,8 +12,8 @@ import { memoryStore } from '../lib/store/memory.js'
 import type { Push, Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
 import { sqliteStore } from '../lib/store/sqlite.js'
-import type { CommandRecord, Store } from '../lib/store/store.js'
-import { body, errorOf, type Fixture, INTERNAL, setup, START } from './fixtures/broker.js'
+import type { CommandRecord, SyncStore } from '../lib/store/store.js'
+import { body, errorOf, type Fixture, INTERNAL, insertAll, setup, START } from './fixtures/broker.js'
 import { scanAll } from './fixtures/store-suite.js'
 
 const TICK = 100
@@ -22,19 +22,19 @@ const dir = t.testdir()
 let files = 0
 const file = (): string => path.join(dir, `faults-${++files}.db`)
 
-type Method = Exclude<keyof Store, 'close'>
+type Method = Exclude<keyof SyncStore, 'close' | 'shared'>
 
 /** A store that throws `error` from the methods in `fail`, or from the `nth` call of one. */
 interface Faulty {
-  store: Store
-  inner: Store
+  store: SyncStore
+  inner: SyncStore
   fail: Set<Method>
   /** Throw from call number `call` (1-based, counted from when this is set) of `method`, once. */
   nth: { method: Method, call: number } | undefined
   error: Error
 }
 
-function faulty (inner: Store): Faulty {
+function faulty (inner: SyncStore): Faulty {
   const f: Faulty = { store: inner, inner, fail: new Set(), nth: undefined, error: new Error('disk on fire') }
   let calls = 0
   f.store = new Proxy(inner, {
@@ -69,7 +69,7 @@ interface World extends Fixture {
 }
 type Command = { id: number, status: string | null }
 
-async function world (t: Test, inner: Store = memoryStore(), options: Parameters<typeof setup>[1] = {}): Promise<World> {
+async function world (t: Test, inner: SyncStore = memoryStore(), options: Parameters<typeof setup>[1] = {}): Promise<World> {
   const faults = faulty(inner)
   const fixture = setup(t, { tick: TICK, ...options }, faults.store)
   const w: World = { ...fixture, faults, errors: [], inserts: [], updates: [], expired: [], pushes: [], watcher: undefined as unknown as Session, commandId: 0 }
@@ -189,21 +189,12 @@ interface Row {
 
 const rows: Row[] = [
   {
-    name: 'insert (insertCommand throws)',
-    fail: ['insertCommand'],
+    name: 'insert (commit throws)',
+    fail: ['commit'],
     request: (w) => w.insert('lamp-1', { command: 'on', lifetime: 30 }),
     healed: (t, w, reply) => {
       t.strictSame(w.inserts.map((c) => c.id), [body(reply).command.id], 'delivered')
       t.equal(w.pushes.length, 1, 'pushed')
-      t.equal(w.clock.pending, 1, 'its timer armed')
-    }
-  },
-  {
-    name: 'insert (the transaction throws)',
-    fail: ['transaction'],
-    request: (w) => w.insert('lamp-1', { command: 'on', lifetime: 30 }),
-    healed: (t, w) => {
-      t.equal(w.inserts.length, 1, 'delivered')
       t.equal(w.clock.pending, 1, 'its timer armed')
     }
   },
@@ -215,8 +206,8 @@ const rows: Row[] = [
     healed: (t, w) => { t.equal(w.inserts.length, 1, 'delivered') }
   },
   {
-    name: 'update (updateCommand throws)',
-    fail: ['updateCommand'],
+    name: 'update (commit throws)',
+    fail: ['commit'],
     request: (w) => w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: w.commandId, command: { status: 'done', result: 1 } }, w.admin),
     healed: (t, w) => {
       t.strictSame(w.updates.map((c) => [c.id, c.status]), [[w.commandId, 'done']], 'delivered')
@@ -334,8 +325,7 @@ t.test('broker-faults: start-up recovery in a throwing store is reported and ret
   const inner = memoryStore()
   inner.saveDevice({ id: 'lamp-1', name: 'lamp-1', data: null, networkId: 1, deviceTypeId: 1, isBlocked: false })
   const record = { command: 'c', timestamp: START - 10_000, lastUpdated: START - 10_000, userId: 1, deviceId: 'lamp-1', networkId: 1, deviceTypeId: 1, parameters: null, lifetime: 5, status: null, result: null, updated: false }
-  const due = inner.insertCommand({ ...record, expiresAt: START - 5000 })
-  const pending = inner.insertCommand({ ...record, lifetime: 20, expiresAt: START + 10_000 })
+  const [due, pending] = insertAll(inner, [{ ...record, expiresAt: START - 5000 }, { ...record, lifetime: 20, expiresAt: START + 10_000 }]) as [number, number]
   const faults = faulty(inner)
   faults.fail.add('expiringCommands')
   const w = setup(t, { tick: TICK }, faults.store)
@@ -366,7 +356,7 @@ t.test('broker-faults: start-up recovery in a throwing store is reported and ret
 t.test('broker-faults: failed inserts do not use up maxPendingPerDevice', async (t) => {
   const w = await world(t, memoryStore(), { maxPendingPerDevice: 3 })
   // lamp-1 already holds one pending command (the target).
-  w.faults.fail.add('insertCommand')
+  w.faults.fail.add('commit')
   for (let i = 0; i < 5; i++) t.strictSame(errorOf(await w.insert('lamp-1', { command: `fail-${i}` })), INTERNAL)
   faults += 5
   t.equal(w.errors.splice(0).length, 5)
@@ -375,33 +365,33 @@ t.test('broker-faults: failed inserts do not use up maxPendingPerDevice', async 
   t.match(errorOf(await w.insert('lamp-1', { command: 'over' })), { code: 400, error: /^Validation failed with following violations: / }, 'the fourth is over the limit')
 })
 
-// --- (c) a transaction that throws after some writes ----------------------------------------
+// --- (c) a group commit that throws -------------------------------------------------------
 
-const stores: Array<[string, () => Store]> = [
+const stores: Array<[string, () => SyncStore]> = [
   ['memory', () => memoryStore()],
   ['sqlite', () => sqliteStore(file())]
 ]
 
 for (const [kind, make] of stores) {
-  t.test(`broker-faults: a ${kind} transaction that throws after some writes rolls back the whole group commit`, async (t) => {
+  t.test(`broker-faults: a ${kind} group commit that throws fails every write of it, and nothing of it is seen`, async (t) => {
     const w = await world(t, make())
     const list = (): string[] => scanAll(w.faults.inner, { deviceId: 'lamp-1', order: 'ASC', examine: 1000, take: 1000 }, w.clock.now()).map((c) => c.command)
     const target = (): unknown => w.faults.inner.getCommand(w.commandId, w.clock.now())
     const original = JSON.stringify(target())
 
-    // Five inserts in one turn share one transaction; the third throws: none of them stays.
-    w.faults.nth = { method: 'insertCommand', call: 3 }
+    // Five inserts in one turn share one commit; it throws: none of them stays.
+    w.faults.nth = { method: 'commit', call: 1 }
     const replies = await Promise.all([0, 1, 2, 3, 4].map((i) => w.insert('lamp-1', { command: `batch-${i}`, lifetime: 30 })))
     for (const [i, reply] of replies.entries()) t.strictSame(errorOf(reply), INTERNAL, `insert ${i}: 500`)
     faults += replies.length
     t.equal(w.errors.length, 1, 'one report for the batch')
     t.equal(w.errors.splice(0)[0]?.cause, w.faults.error)
-    t.strictSame(list(), ['target'], 'no partial batch: the two inserts before the throw are gone too')
+    t.strictSame(list(), ['target'], 'no insert of the batch stays')
     t.equal(w.clock.pending, 0, 'no timer')
     t.equal(w.inserts.length + w.pushes.length, 0, 'no subscriber, no push')
 
-    // Inserts and an update in one turn; the update throws: the inserts are undone with it.
-    w.faults.nth = { method: 'updateCommand', call: 1 }
+    // Inserts and an update in one turn, one commit; it throws: the update fails with them.
+    w.faults.nth = { method: 'commit', call: 1 }
     const mixed = await Promise.all([
       w.insert('lamp-1', { command: 'mixed-0' }),
       w.broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: w.commandId, command: { status: 'done' } }, w.admin),
@@ -423,11 +413,11 @@ for (const [kind, make] of stores) {
     t.strictSame(w.errors, [])
   })
 
-  t.test(`broker-faults: with writeBatch, only the ${kind} transaction that threw is rolled back`, async (t) => {
+  t.test(`broker-faults: with writeBatch, only the ${kind} commit that threw fails`, async (t) => {
     const w = await world(t, make(), { writeBatch: 2 })
     const list = (): string[] => scanAll(w.faults.inner, { deviceId: 'lamp-1', order: 'ASC', examine: 1000, take: 1000 }, w.clock.now()).map((c) => c.command)
-    // Five inserts split into [0, 1], [2, 3], [4]; the third insert throws, inside [2, 3].
-    w.faults.nth = { method: 'insertCommand', call: 3 }
+    // Five inserts split into [0, 1], [2, 3], [4]; the second commit, [2, 3], throws.
+    w.faults.nth = { method: 'commit', call: 2 }
     const replies = await Promise.all([0, 1, 2, 3, 4].map((i) => w.insert('lamp-1', { command: `split-${i}` })))
     t.strictSame(replies.map((reply) => reply.status), ['success', 'success', 'error', 'error', 'success'])
     t.strictSame(errorOf(replies[2] as Reply), INTERNAL)

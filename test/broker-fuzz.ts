@@ -10,7 +10,7 @@ import { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
 import type { Reply } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
-import type { Store } from '../lib/store/store.js'
+import type { SyncStore } from '../lib/store/store.js'
 import { setup, type Fixture } from './fixtures/broker.js'
 import { scanAll } from './fixtures/store-suite.js'
 
@@ -44,9 +44,8 @@ interface World extends Fixture {
 }
 
 // A store that counts the writes that change something (an update of no command changes nothing).
-function counting (inner: Store, counts: { writes: number }): Store {
+function counting (inner: SyncStore, counts: { writes: number }): SyncStore {
   return {
-    transaction: (fn) => inner.transaction(fn),
     getDevice: (id) => inner.getDevice(id),
     saveDevice: (device) => { inner.saveDevice(device); counts.writes++ },
     deleteDevice: (id) => { counts.writes++; return inner.deleteDevice(id) },
@@ -55,13 +54,12 @@ function counting (inner: Store, counts: { writes: number }): Store {
       counts.writes += deleted
       return deleted
     },
-    insertCommand: (command) => { counts.writes++; return inner.insertCommand(command) },
-    getCommand: (id, now) => inner.getCommand(id, now),
-    updateCommand: (id, deviceId, patch, lastUpdated, now) => {
-      const before = inner.updateCommand(id, deviceId, patch, lastUpdated, now)
-      if (before !== undefined) counts.writes++
-      return before
+    commit: (batch, now) => {
+      const result = inner.commit(batch, now)
+      counts.writes += batch.inserts.length + result.before.filter((before) => before !== undefined).length
+      return result
     },
+    getCommand: (id, now) => inner.getCommand(id, now),
     expireCommands: (ids, now) => {
       const removed = inner.expireCommands(ids, now)
       counts.writes += removed.length

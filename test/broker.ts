@@ -466,7 +466,7 @@ t.test('broker: subscribers are filtered, isolated and handed frozen copies', as
   t.equal(after.length, 1)
   t.equal(errors[0]?.code, 'ERR_SUBSCRIBER')
   t.equal((errors[0]?.cause as Error).message, 'bad handler')
-  t.equal(store.getCommand(4, clock.now())?.parameters, '{"x":1}', 'store untouched')
+  t.equal((await store.getCommand(4, clock.now()))?.parameters, '{"x":1}', 'store untouched')
 })
 
 t.test('broker: an insert for one device does not touch the handlers of another', async (t) => {
@@ -525,7 +525,7 @@ t.test('broker: without an error listener, errors become process warnings', asyn
 t.test('broker: writes arriving together share one transaction (group commit)', async (t) => {
   const inner = memoryStore()
   let transactions = 0
-  const store: Store = { ...overridable(inner), transaction: (fn) => { transactions++; return inner.transaction(fn) } }
+  const store: Store = { ...overridable(inner), commit: (...args) => { transactions++; return inner.commit(...args) } }
   const { broker, admin, device } = setup(t, { writeBatch: 40 }, store)
   await device('lamp-1')
   transactions = 0
@@ -543,9 +543,9 @@ t.test('broker: a failing store answers 500, reports ERR_STORE, leaves no timer 
   let failing = false
   const store: Store = {
     ...overridable(inner),
-    insertCommand: (command) => {
+    commit: (...args) => {
       if (failing) throw new Error('disk on fire')
-      return inner.insertCommand(command)
+      return inner.commit(...args)
     }
   }
   const { broker, admin, device, clock } = setup(t, {}, store)
@@ -680,7 +680,7 @@ t.test('broker: close() reports a store that fails to close', async (t) => {
 })
 
 t.test('broker: createBroker checks the store', async (t) => {
-  t.throws(() => createBroker({} as Store, { secret: SECRET }), { name: 'TypeError', message: /store\.transaction/ })
+  t.throws(() => createBroker({} as Store, { secret: SECRET }), { name: 'TypeError', message: /store\.getDevice/ })
   t.throws(() => createBroker(null as unknown as Store, { secret: SECRET }), TypeError)
 })
 
@@ -780,7 +780,7 @@ t.test('broker: a refused insert neither commits the queue nor reads the store',
   let counts = 0
   const store: Store = {
     ...overridable(inner),
-    transaction: (fn) => { transactions++; return inner.transaction(fn) },
+    commit: (...args) => { transactions++; return inner.commit(...args) },
     countPending: (...args) => { counts++; return inner.countPending(...args) }
   }
   const { broker, admin, device } = setup(t, { maxPendingPerDevice: 3 }, store)

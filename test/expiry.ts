@@ -4,8 +4,9 @@ import type { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
 import type { Command } from '../lib/schema.js'
 import type { Store } from '../lib/store/store.js'
-import { overridable, setup, START } from './fixtures/broker.js'
+import { body, insertAll, insertOne, overridable, setup, START } from './fixtures/broker.js'
 import { command, device } from './fixtures/store-suite.js'
+import { laterStore } from './fixtures/later-store.js'
 
 t.test('expiry: a command of a deleted device expires unreported, even when its deletion failed', async (t) => {
   const inner = memoryStore()
@@ -41,7 +42,7 @@ t.test('expiry: a command of a deleted device expires unreported, even when its 
 t.test('expiry: a listener that closes the broker during start-up recovery stops it there', async (t) => {
   const store = memoryStore()
   store.saveDevice(device({ id: 'lamp-1' }))
-  for (let i = 0; i < 5; i++) store.insertCommand(command({ deviceId: 'lamp-1', expiresAt: START - 1000 }))
+  for (let i = 0; i < 5; i++) insertOne(store, command({ deviceId: 'lamp-1', expiresAt: START - 1000 }))
   const { broker } = setup(t, {}, store)
   let closing: Promise<void> | undefined
   const expired: number[] = []
@@ -60,10 +61,89 @@ t.test('expiry: recovery steps through a million ids of commands without a lifet
   const steps: number[] = []
   const store: Store = { ...overridable(inner), expiringCommands: (...args) => { steps.push(args[2]); return inner.expiringCommands(...args) } }
   inner.saveDevice(device({ id: 'lamp-1' }))
-  inner.transaction(() => { for (let i = 0; i < 5000; i++) inner.insertCommand(command({ deviceId: 'lamp-1' })) })
-  inner.insertCommand(command({ deviceId: 'lamp-1', expiresAt: START + 1000 }))
+  insertAll(inner, Array.from({ length: 5000 }, () => command({ deviceId: 'lamp-1' })))
+  insertOne(inner, command({ deviceId: 'lamp-1', expiresAt: START + 1000 }))
   const { broker } = setup(t, { expiryBatch: 1000 }, store)
   t.strictSame(await broker.ready, { expired: 0, rearmed: 1 })
   t.equal(steps.length, 6, 'six steps of 1000 ids, one per turn, though only one command expires')
   t.ok(steps.every((examine) => examine === 1000))
+})
+
+const turns = async (n = 5): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(setImmediate) }
+
+t.test('expiry: on a store that answers later, recovery, expiry and its reports work, and a failed expiry is retried', async (t) => {
+  const base = memoryStore()
+  let failing = false
+  const inner = { ...overridable(base), expireCommands: (ids: readonly number[], now: number) => { if (failing) throw new Error('busy'); return base.expireCommands(ids, now) } }
+  inner.saveDevice(device({ id: 'lamp-1' }))
+  const [due, later] = insertAll(inner, [
+    command({ deviceId: 'lamp-1', expiresAt: START - 1000 }),
+    command({ deviceId: 'lamp-1', expiresAt: START + 5000 }),
+    command({ deviceId: 'gone', expiresAt: START - 1000 })
+  ]) as [number, number]
+  const store = laterStore(inner)
+  const { broker, insert, clock } = setup(t, {}, store)
+  const expired: number[] = []
+  const updates: Array<[number, string | null]> = []
+  const errors: BrokerError[] = []
+  broker.on('expired', (c) => { expired.push(c.id) })
+  broker.on('error', (err) => { errors.push(err) })
+  broker.subscribe({ returnUpdatedCommands: true }, (c) => { updates.push([c.id, c.status]) })
+  t.strictSame(await broker.ready, { expired: 2, rearmed: 1 }, 'the due two expired (one of a device that is gone), one re-armed')
+  t.strictSame(expired, [due], 'reported only for a device that exists')
+  const { id } = body(await insert('lamp-1', { command: 'on', lifetime: 2 })).command
+  failing = true
+  clock.advance(2100)
+  await turns()
+  t.equal(errors[0]?.code, 'ERR_STORE', 'the failed expiry is reported')
+  failing = false
+  clock.advance(1000)
+  await turns()
+  clock.advance(3000)
+  await turns()
+  t.strictSame(expired, [due, id, later], 'retried, then the re-armed one too')
+  t.strictSame(updates, [[due, 'expired'], [id, 'expired'], [later, 'expired']])
+})
+
+t.test('expiry: on a store that answers later, recovery that fails is retried, and close() during a wait stops it', async (t) => {
+  const base = memoryStore()
+  let failing = true
+  const inner = { ...overridable(base), lastCommandId: () => { if (failing) throw new Error('down'); return base.lastCommandId() } }
+  const store = laterStore(inner)
+  const { broker, clock } = setup(t, {}, store)
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  await turns()
+  t.match(errors[0]?.message, /start-up recovery failed; retrying/)
+  failing = false
+  clock.advance(1000)
+  t.strictSame(await broker.ready, { expired: 0, rearmed: 0 })
+
+  const again = laterStore(memoryStore())
+  again.hold('lastCommandId')
+  const second = setup(t, {}, again)
+  await turns()
+  await second.broker.close()
+  again.release('lastCommandId')
+  t.strictSame(await second.broker.ready, { expired: 0, rearmed: 0 }, 'ready settles at close, with nothing done')
+  await turns()
+})
+
+t.test('expiry: on a store that answers later, device reads of expired commands that fail are reported', async (t) => {
+  const base = memoryStore()
+  let failing = false
+  const inner = { ...overridable(base), getDevice: (id: string) => { if (failing) throw new Error('down'); return base.getDevice(id) } }
+  const store = laterStore(inner)
+  const { broker, insert, device: save, clock } = setup(t, {}, store)
+  await save('lamp-1')
+  await insert('lamp-1', { command: 'on', lifetime: 1 })
+  const errors: BrokerError[] = []
+  const expired: Command[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  broker.on('expired', (c) => { expired.push(c) })
+  failing = true
+  clock.advance(1100)
+  await turns()
+  t.match(errors[0]?.message, /reading the devices of expired commands failed; they expired unreported/)
+  t.strictSame(expired, [])
 })

@@ -12,7 +12,7 @@ function record (fields: Partial<CommandRecord> = {}): CommandRecord {
 /** An event for a record, its device where the record says (or where `device` says). */
 function event (fields: Partial<CommandRecord> = {}, device?: { networkId: number | null, deviceTypeId: number | null }): CommandEvent {
   const r = record(fields)
-  return new CommandEvent(r, device ?? { networkId: r.networkId, deviceTypeId: r.deviceTypeId })
+  return new CommandEvent('insert', r, device ?? { networkId: r.networkId, deviceTypeId: r.deviceTypeId })
 }
 
 function collector (filter: SubscriptionFilter, updates = false): Subscriber & { seen: number[] } {

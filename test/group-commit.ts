@@ -86,7 +86,7 @@ t.test('group-commit: an insert answers its four assigned keys, or 500 when its 
 })
 
 t.test('group-commit: an update answers nothing, 404 for a command gone at commit, 500 when it failed', async (t) => {
-  const op = new UpdateOp(9, DEVICE, { status: 'done' }, 0, 0)
+  const op = new UpdateOp(9, DEVICE, { status: 'done' }, 0)
   t.equal(op.deviceId, 'a', 'the device it must belong to')
   t.throws(() => op.payload(), { code: 404, error: 'Command with id = 9 not found' })
   op.before = record({ id: 9 })
@@ -99,4 +99,54 @@ t.test('group-commit: deferred() hands out a promise and its resolver', async (t
   const { promise, resolve } = deferred<number>()
   resolve(5)
   t.equal(await promise, 5)
+})
+
+t.test('group-commit: one commit in flight at a time; what queues meanwhile commits next, together', async (t) => {
+  const answers: Array<() => void> = []
+  const committed: number[][] = []
+  let inFlight = 0
+  let most = 0
+  const queue = new WriteQueue(100, {
+    commit: (ops) => new Promise<void>((resolve) => {
+      most = Math.max(most, ++inFlight)
+      answers.push(() => {
+        inFlight--
+        committed.push(ops.map((op) => (op as InsertOp).record.timestamp))
+        resolve()
+      })
+    }),
+    settle: () => {}
+  })
+  const first = queue.push(new InsertOp(record({ timestamp: 1 }), DEVICE))
+  await new Promise(setImmediate)
+  t.equal(answers.length, 1, 'the first batch is committing')
+  const second = queue.push(new InsertOp(record({ timestamp: 2 }), DEVICE))
+  const third = queue.push(new InsertOp(record({ timestamp: 3 }), DEVICE))
+  const flushed = queue.flush()
+  t.ok(flushed instanceof Promise, 'a flush behind a commit in flight answers later')
+  await new Promise(setImmediate)
+  t.equal(answers.length, 1, 'nothing else commits while the first is in flight')
+  answers.shift()?.()
+  await first.done
+  await new Promise(setImmediate)
+  t.equal(answers.length, 1, 'then the writes that waited, as one batch')
+  answers.shift()?.()
+  await Promise.all([second.done, third.done, flushed])
+  t.strictSame(committed, [[1], [2, 3]])
+  t.equal(most, 1, 'never two at once')
+  t.equal(queue.flush(), undefined, 'an empty queue flushes at once')
+})
+
+t.test('group-commit: a batch of several slices that answer later commits them one after another, then settles all', async (t) => {
+  const events: string[] = []
+  const queue = new WriteQueue(2, {
+    commit: async (ops) => {
+      events.push(`commit ${ops.length}`)
+      await new Promise(setImmediate)
+    },
+    settle: (ops) => { events.push(`settle ${ops.length}`) }
+  })
+  const ops = [1, 2, 3, 4, 5].map((timestamp) => queue.push(new InsertOp(record({ timestamp }), DEVICE)))
+  await Promise.all(ops.map((op) => op.done))
+  t.strictSame(events, ['commit 2', 'commit 2', 'commit 1', 'settle 2', 'settle 2', 'settle 1'])
 })

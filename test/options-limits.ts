@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { DEFAULTS } from '../lib/options.js'
 import type { Reply } from '../lib/schema.js'
 import type { CommandRecord } from '../lib/store/store.js'
-import { body, errorOf, setup, START, type Fixture } from './fixtures/broker.js'
+import { body, errorOf, insertAll, insertOne, setup, START, type Fixture } from './fixtures/broker.js'
 import { command, scanAll } from './fixtures/store-suite.js'
 import { wireBytes } from '../lib/turns.js'
 
@@ -265,12 +265,10 @@ t.test('options-limits: maxSortWindow sorts exactly the default number of comman
   const w = setup(t)
   await w.device('lamp-1')
   const limit = DEFAULTS.maxSortWindow
-  w.store.transaction(() => {
-    for (let i = 0; i < limit; i++) w.store.insertCommand(command({ deviceId: 'lamp-1', command: `c${i % 97}`, timestamp: START + i }))
-  })
+  insertAll(w.store, Array.from({ length: limit }, (_, i) => command({ deviceId: 'lamp-1', command: `c${i % 97}`, timestamp: START + i })))
   const sorted = await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'command', take: 3 }, w.admin)
   t.same((body(sorted).commands as Array<{ command: string }>).map((c) => c.command), ['c0', 'c0', 'c0'], `${limit} commands sorted`)
-  w.store.insertCommand(command({ deviceId: 'lamp-1', command: 'one more', timestamp: START + limit }))
+  insertOne(w.store, command({ deviceId: 'lamp-1', command: 'one more', timestamp: START + limit }))
   validation(t, await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'status' }, w.admin),
     new RegExp(`sorting by status covers at most ${limit} commands; narrow the window with start and end, or sort by timestamp`), `${limit + 1} commands`)
   t.equal((await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'status', end: START + limit }, w.admin)).status, 'success', 'a narrower window is sorted')
@@ -290,12 +288,10 @@ t.test('options-limits: maxReplyBytes answers a list of exactly the default, ref
   const each = Math.floor(limit / rows) - bare
   const last = limit - (rows - 1) * (bare + each) - bare
   for (const [deviceId, extra] of [['lamp-1', 0], ['lamp-2', 1]] as const) {
-    w.store.transaction(() => {
-      for (let i = 0; i < rows; i++) {
-        const length = (i === rows - 1 ? last + extra : each) - 2
-        w.store.insertCommand(command({ deviceId, command: 'big', timestamp: START + i, parameters: JSON.stringify('x'.repeat(length)) }))
-      }
-    })
+    insertAll(w.store, Array.from({ length: rows }, (_, i) => {
+      const length = (i === rows - 1 ? last + extra : each) - 2
+      return command({ deviceId, command: 'big', timestamp: START + i, parameters: JSON.stringify('x'.repeat(length)) })
+    }))
   }
   const exact = await w.broker.handle({ action: 'command/list', deviceId: 'lamp-1', take: 100 }, w.admin)
   t.equal((body(exact).commands as unknown[]).length, rows, `${limit} bytes: answered`)

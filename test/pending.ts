@@ -1,16 +1,16 @@
 import t from 'tap'
 import { memoryStore } from '../lib/store/memory.js'
 import { PendingCounts } from '../lib/pending.js'
-import type { CommandRecord, Store } from '../lib/store/store.js'
-import { overridable } from './fixtures/broker.js'
+import type { CommandRecord, Store, SyncStore } from '../lib/store/store.js'
+import { insertOne, overridable, updateOne } from './fixtures/broker.js'
 import { command } from './fixtures/store-suite.js'
 
 const turn = (): Promise<void> => new Promise(setImmediate)
 
 // A store with `n` pending commands of device 'dev' at timestamps 1..n (and ids 1..n).
-function storeWith (n: number, fields: Partial<CommandRecord> = {}): Store {
+function storeWith (n: number, fields: Partial<CommandRecord> = {}): SyncStore {
   const store = memoryStore()
-  for (let i = 1; i <= n; i++) store.insertCommand(command({ deviceId: 'dev', timestamp: i, ...fields }))
+  for (let i = 1; i <= n; i++) insertOne(store, command({ deviceId: 'dev', timestamp: i, ...fields }))
   return store
 }
 
@@ -46,9 +46,9 @@ t.test('pending: while loading, a command the count has not reached is left to i
   const loading = counts.load('dev', 0) as Promise<{ count: number }>
   // The first step looked at timestamps 1 and 2. An update of 2 is behind the count: it
   // counted 2, so 2 leaves. An update of 5 is ahead of it: the count will see 5 updated.
-  store.updateCommand(2, 'dev', { status: 'done' }, 1, 0)
+  updateOne(store, 2, 'dev', { status: 'done' }, 1, 0)
   counts.uncount({ deviceId: 'dev', id: 2, timestamp: 2, expiresAt: null })
-  store.updateCommand(5, 'dev', { status: 'done' }, 1, 0)
+  updateOne(store, 5, 'dev', { status: 'done' }, 1, 0)
   counts.uncount({ deviceId: 'dev', id: 5, timestamp: 5, expiresAt: null })
   t.equal((await loading).count, 4, 'six, less the two updated, each once')
 })

@@ -302,9 +302,9 @@ t.test('session: a command/update the store fails answers 500, reports ERR_STORE
   let failing = false
   const store: Store = {
     ...overridable(inner),
-    updateCommand: (...args) => {
+    commit: (...args) => {
       if (failing) throw new Error('disk on fire')
-      return inner.updateCommand(...args)
+      return inner.commit(...args)
     }
   }
   const { broker, admin, device, insert } = setup(t, {}, store)

@@ -6,7 +6,8 @@ import { memoryStore } from '../lib/store/memory.js'
 import type { Push } from '../lib/schema.js'
 import type { Store } from '../lib/store/store.js'
 import { STEP_EXAMINE } from '../lib/turns.js'
-import { body, overridable, setup, START } from './fixtures/broker.js'
+import { body, errorOf, insertAll, INTERNAL, overridable, setup, START } from './fixtures/broker.js'
+import { laterStore } from './fixtures/later-store.js'
 import { command } from './fixtures/store-suite.js'
 
 const turn = (): Promise<void> => new Promise(setImmediate)
@@ -18,11 +19,8 @@ async function world (t: Parameters<typeof setup>[0], options: Parameters<typeof
   const inner = memoryStore()
   const w = setup(t, options, wrap(inner))
   await w.device('lamp-1')
-  inner.transaction(() => {
-    for (let i = 0; i < COUNT; i++) {
-      inner.insertCommand(command({ deviceId: 'lamp-1', command: RARE.includes(i) ? 'rare' : 'common', timestamp: START + 10 * i }))
-    }
-  })
+  insertAll(inner, Array.from({ length: COUNT }, (_, i) =>
+    command({ deviceId: 'lamp-1', command: RARE.includes(i) ? 'rare' : 'common', timestamp: START + 10 * i })))
   const pushes: Push[] = []
   const session = w.broker.session((push) => { pushes.push(push) })
   body(await session.handle({ action: 'authenticate', token: w.admin }))
@@ -129,4 +127,64 @@ t.test('subscription: history comes from the networks the filter names, or else 
   t.same(await history(narrow, undefined), ['in-2', 'in-3'], 'no filter: what the token reaches')
   t.same(await history(w.admin, [1, 3]), ['in-1', 'in-3'], 'a filter and every network: what the filter names')
   t.same(await history(w.admin, undefined), ['in-1', 'in-2', 'in-3'], 'neither: everything')
+})
+
+t.test('subscription: on a store that answers later, it registers first, buffers, reads history, then drops what history sent', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device, insert } = setup(t, {}, store)
+  await device('lamp-1')
+  const ids = [body(await insert('lamp-1', { command: 'a' })).command.id, body(await insert('lamp-1', { command: 'b' })).command.id]
+  const pushes: Push[] = []
+  const session = broker.session((push) => { pushes.push(push) })
+  store.hold('scanCommands', 'call')
+  const reply = session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', timestamp: START - 1 }, admin)
+  while (store.waiting('scanCommands') === 0) await turn()
+  // Committed while the history read waits: heard live and buffered; the read finds it too.
+  ids.push(body(await insert('lamp-1', { command: 'c' })).command.id)
+  for (let i = 0; i < 3; i++) await turn()
+  t.strictSame(pushes, [], 'nothing before the reply')
+  store.release('scanCommands')
+  const id = body(await reply).subscriptionId as number
+  for (let i = 0; i < 5; i++) await turn()
+  t.strictSame(pushes.map((push) => [push.subscriptionId, push.command.id]), ids.map((commandId) => [id, commandId]), 'each once, in order')
+  ids.push(body(await insert('lamp-1', { command: 'd' })).command.id)
+  await turn()
+  t.strictSame(pushes.map((push) => push.command.id), ids, 'then live')
+})
+
+t.test('subscription: on a store that answers later, a history read that fails answers 500 and leaves nothing registered', async (t) => {
+  const inner = memoryStore()
+  let failing = false
+  const store = laterStore({ ...overridable(inner), scanCommands: (...args) => { if (failing) throw new Error('gone'); return inner.scanCommands(...args) } })
+  const { broker, admin, device, insert } = setup(t, {}, store)
+  await device('lamp-1')
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  const pushes: Push[] = []
+  const session = broker.session((push) => { pushes.push(push) })
+  failing = true
+  t.strictSame(errorOf(await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', timestamp: START - 1 }, admin)), INTERNAL)
+  t.equal(errors[0]?.code, 'ERR_STORE')
+  t.strictSame(body(await session.handle({ action: 'subscription/list' }, admin)).subscriptions, [], 'not registered')
+  await insert('lamp-1', { command: 'a' })
+  await turn()
+  t.strictSame(pushes, [], 'and nothing pushed')
+})
+
+t.test('subscription: on a store that answers later, a replay over several steps ends when the subscription does', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  insertAll(store.inner, Array.from({ length: 3 * STEP_EXAMINE }, (_, i) => command({ deviceId: 'lamp-1', timestamp: START + i })))
+  const pushes: Push[] = []
+  const session = broker.session((push) => { pushes.push(push) })
+  t.equal((await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1', timestamp: START - 1, limit: 0 }, admin)).status, 'success')
+  store.hold('scanCommands')
+  while (store.waiting('scanCommands') === 0) await turn()
+  const sent = pushes.length
+  session.close()
+  store.release('scanCommands')
+  for (let i = 0; i < 5; i++) await turn()
+  t.equal(pushes.length, sent, 'the step that answered after the end sent nothing')
+  t.ok(sent > 0 && sent < 3 * STEP_EXAMINE)
 })

@@ -1,9 +1,10 @@
 // device/save, device/get and device/delete (spec §12).
-import { Action, canSee } from '../auth.js'
+import { Action, canSee, type Grant } from '../auth.js'
 import { ProtocolError } from '../errors.js'
 import { serialiseJson } from '../limits.js'
 import { ACCESS_DENIED, DEVICE_ID_INVALID, DEVICE_NAME_INVALID, DEVICE_REQUIRED } from '../messages.js'
-import { deviceBody, deviceError, parse } from '../schema.js'
+import { deviceBody, deviceError, parse, type DeviceBody } from '../schema.js'
+import type { DeviceRecord } from '../store/store.js'
 import { nextTurn, STEP_EXAMINE } from '../turns.js'
 import { toDevice } from '../wire.js'
 import { again, type Request, type Result } from './request.js'
@@ -25,6 +26,12 @@ export function save (request: Request): Result | Promise<Result> {
   const deletion = core.deletions.get(deviceId)
   if (deletion !== undefined) return deletion.then(() => again(request, save), () => again(request, save))
   const existing = core.store.getDevice(deviceId)
+  if (existing instanceof Promise) return existing.then((found) => saveAs(request, grant, body, deviceId, found))
+  return saveAs(request, grant, body, deviceId, existing)
+}
+
+function saveAs (request: Request, grant: Grant, body: DeviceBody, deviceId: string, existing: DeviceRecord | undefined): Result | Promise<Result> {
+  const { core } = request
   if (existing === undefined && (body.name === undefined || body.name === null)) throw new ProtocolError(400, DEVICE_NAME_INVALID)
   const device = {
     id: deviceId,
@@ -39,22 +46,29 @@ export function save (request: Request): Result | Promise<Result> {
       !canSee(grant, device.networkId, device.deviceTypeId)) {
     throw new ProtocolError(403, ACCESS_DENIED)
   }
-  if (existing === undefined && core.store.deleteCommands(deviceId, STEP_EXAMINE) > 0) {
+  if (existing === undefined) {
     // Commands of an earlier device of this id, left by a deletion a crash cut short: gone
     // first, in bounded steps, or they would belong to the new device.
-    return purge(request, deviceId).then(() => again(request, save))
+    const deleted = core.store.deleteCommands(deviceId, STEP_EXAMINE)
+    if (deleted instanceof Promise) return deleted.then((count) => count > 0 ? purge(request, deviceId).then(() => again(request, save)) : store(request, device))
+    if (deleted > 0) return purge(request, deviceId).then(() => again(request, save))
   }
-  // Writes accepted before this one commit first, so they see the device as it was.
-  core.writes.flush()
-  core.store.saveDevice(device)
-  return undefined
+  return store(request, device)
+}
+
+// Writes accepted before this one commit first, so they see the device as it was.
+function store (request: Request, device: DeviceRecord): Result | Promise<Result> {
+  const saved = request.core.deviceWrite(device.id, () => request.core.store.saveDevice(device))
+  return saved instanceof Promise ? saved.then(() => undefined) : undefined
 }
 
 /** `device/get` (permission 3). */
-export function get (request: Request): Result {
+export function get (request: Request): Result | Promise<Result> {
   const { core } = request
   const grant = core.grant(request.session, request.token)
-  return { device: toDevice(core.device(grant, Action.GetDevice, request.msg)) }
+  const device = core.device(grant, Action.GetDevice, request.msg)
+  if (device instanceof Promise) return device.then((found) => ({ device: toDevice(found) }))
+  return { device: toDevice(device) }
 }
 
 /**
@@ -65,11 +79,13 @@ export function get (request: Request): Result {
 export async function remove (request: Request): Promise<Result> {
   const { core } = request
   const grant = core.grant(request.session, request.token)
-  const { id } = core.device(grant, Action.RegisterDevice, request.msg)
+  const read = core.device(grant, Action.RegisterDevice, request.msg)
+  const { id } = read instanceof Promise ? await read : read
   // Inserts accepted before the delete commit first, and are deleted with the device.
-  core.writes.flush()
-  core.store.deleteDevice(id)
+  const deleting = core.deviceWrite(id, () => core.store.deleteDevice(id))
+  if (deleting instanceof Promise) await deleting
   core.pending.forget(id)
+  // On a shared store, the bus ends them on every other broker too.
   for (const subscriber of core.fanOut.forDevice(id)) subscriber.end?.()
   try {
     await purge(request, id)
@@ -99,7 +115,9 @@ function purge (request: Request, deviceId: string): Promise<void> {
 
 async function deleteAll (request: Request, deviceId: string): Promise<void> {
   const { core } = request
-  while (core.store.deleteCommands(deviceId, STEP_EXAMINE) >= STEP_EXAMINE) {
+  for (;;) {
+    const step = core.store.deleteCommands(deviceId, STEP_EXAMINE)
+    if ((step instanceof Promise ? await step : step) < STEP_EXAMINE) return
     await nextTurn()
     if (core.closed) return
   }

@@ -25,5 +25,11 @@ export const ACTIONS: ReadonlyMap<string, Action> = new Map<string, Action>([
   ['device/delete', devices.remove]
 ])
 
-/** The actions that queue a write: the session's later requests wait for them, they do not wait. */
+/** The actions that queue a write: the session's later requests wait for them, they do not wait for its earlier ones to commit. */
 export const WRITES: ReadonlySet<string> = new Set(['command/insert', 'command/update'])
+
+/**
+ * The actions a session serves in its order, each after the one before has queued its write
+ * (or done it): on a store that answers later, reading the device could reorder them.
+ */
+export const ORDERED: ReadonlySet<string> = new Set(['command/insert', 'command/update', 'device/save', 'device/delete'])

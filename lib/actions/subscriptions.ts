@@ -14,14 +14,19 @@ import type { Request, Result } from './request.js'
  * `command/subscribe` (permission 5). The subscription keeps the rights of the token it was
  * made with for the life of the session; its pushes, history first, follow its reply.
  */
-export function subscribe (request: Request): Result {
+export function subscribe (request: Request): Result | Promise<Result> {
   const { core, msg } = request
   const session = sessionOf(request)
   const grant = core.grant(session, request.token)
   if (!allows(grant, Action.GetDeviceCommand)) throw new ProtocolError(403, ACCESS_DENIED)
-  const deviceId = msg.deviceId === undefined || msg.deviceId === null
-    ? undefined
-    : core.device(grant, Action.GetDeviceCommand, msg).id
+  if (msg.deviceId === undefined || msg.deviceId === null) return subscribeTo(request, session, grant, undefined)
+  const device = core.device(grant, Action.GetDeviceCommand, msg)
+  if (device instanceof Promise) return device.then((found) => subscribeTo(request, session, grant, found.id))
+  return subscribeTo(request, session, grant, device.id)
+}
+
+function subscribeTo (request: Request, session: SessionState, grant: Grant, deviceId: string | undefined): Result | Promise<Result> {
+  const { core, msg } = request
   // Lengths first: a list too long is refused before anything walks it.
   checkLengths(msg, core.options)
   const body = parse(subscribeFilters, msg, malformed)
@@ -58,9 +63,9 @@ export function subscribe (request: Request): Result {
     },
     history: timestamp === undefined ? undefined : { after: timestamp, limit: limit === 0 ? maxHistory : limit }
   })
-  subscription.start()
   request.afterReply?.push(() => { subscription.release() })
-  return { subscriptionId: id }
+  const started = subscription.start()
+  return started instanceof Promise ? started.then(() => ({ subscriptionId: id })) : { subscriptionId: id }
 }
 
 /**

@@ -2,8 +2,8 @@ import sortedBtree from 'sorted-btree'
 import { BrokerError } from '../errors.js'
 import {
   compareCursors,
-  type CommandPage, type CommandPatch, type CommandRecord, type CommandScan, type CountPage, type Cursor, type DeviceRecord,
-  type ExpiringPage, type NewCommandRecord, type SortQuery, type Store
+  type CommandPage, type CommandRecord, type CommandScan, type CommandUpdate, type CommitResult, type CountPage, type Cursor,
+  type DeviceRecord, type ExpiringPage, type SortQuery, type SyncStore, type WriteBatch
 } from './store.js'
 
 // sorted-btree is CommonJS: Node hands an ES module its whole `module.exports`, whose `default`
@@ -18,41 +18,18 @@ type Tree<K, V> = InstanceType<typeof BTree<K, V>>
  * a file. Commands are indexed in B-trees by id, by time and by device and
  * time (sorted-btree), so every scan step costs what it looks at, as in SQLite.
  */
-export function memoryStore (): Store {
+export function memoryStore (): SyncStore {
   return new MemoryStore()
 }
 
-class MemoryStore implements Store {
+class MemoryStore implements SyncStore {
   readonly #devices = new Map<string, DeviceRecord>()
   readonly #byId: Tree<number, CommandRecord> = new BTree(undefined, (a, b) => a - b)
   // Records are their own keys here: their timestamp and id never change.
   readonly #byTime: Tree<Cursor, CommandRecord> = new BTree(undefined, compareCursors)
   readonly #byDevice = new Map<string, Tree<Cursor, CommandRecord>>()
   #lastId = 0
-  // The undo log of the outermost open transaction, or undefined outside one.
-  #undo: Undo[] | undefined
   #closed = false
-
-  transaction<T>(fn: () => T): T {
-    this.#open()
-    // A nested transaction shares the outer undo log and undoes only its own part of it,
-    // as SQLite's savepoints do.
-    const outer = this.#undo
-    const undo: Undo[] = outer ?? []
-    const mark = undo.length
-    this.#undo = undo
-    let result: T
-    try {
-      result = fn()
-    } catch (err) {
-      for (let i = undo.length - 1; i >= mark; i--) this.#revert(undo[i] as Undo)
-      undo.length = mark
-      this.#undo = outer
-      throw err
-    }
-    this.#undo = outer
-    return result
-  }
 
   getDevice (id: string): DeviceRecord | undefined {
     this.#open()
@@ -62,9 +39,7 @@ class MemoryStore implements Store {
 
   saveDevice (device: DeviceRecord): void {
     this.#open()
-    const previous = this.#devices.get(device.id)
     this.#devices.set(device.id, { ...device })
-    this.#undo?.push({ op: 'device', id: device.id, device: previous })
   }
 
   deleteDevice (id: string): boolean {
@@ -72,7 +47,6 @@ class MemoryStore implements Store {
     const device = this.#devices.get(id)
     if (device === undefined) return false
     this.#devices.delete(id)
-    this.#undo?.push({ op: 'device', id, device })
     return true
   }
 
@@ -87,38 +61,25 @@ class MemoryStore implements Store {
       }
       for (const record of removed) this.#remove(record)
     }
-    if (removed.length > 0) this.#undo?.push({ op: 'restore', commands: removed })
     return removed.length
   }
 
-  insertCommand (command: NewCommandRecord): number {
+  commit (batch: WriteBatch, now: number): CommitResult {
     this.#open()
-    const id = ++this.#lastId
-    const record = { ...command, id }
-    this.#add(record)
-    // The id stays consumed on rollback: ids are never reused, gaps are allowed.
-    this.#undo?.push({ op: 'insert', record })
-    return id
+    // Nothing below can fail: the batch is all-or-nothing without an undo log.
+    const ids = batch.inserts.map((command) => {
+      const record = { ...command, id: ++this.#lastId }
+      this.#add(record)
+      return record.id
+    })
+    const before = batch.updates.map((update) => this.#update(update, now))
+    return { ids, before }
   }
 
   getCommand (id: number, now: number): CommandRecord | undefined {
     this.#open()
     const record = this.#byId.get(id)
     return record === undefined || expired(record, now) ? undefined : { ...record }
-  }
-
-  updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
-    this.#open()
-    const record = this.#byId.get(id)
-    if (record === undefined || record.deviceId !== deviceId || expired(record, now)) return undefined
-    const before = { ...record }
-    if (patch.status !== undefined) record.status = patch.status
-    if (patch.result !== undefined) record.result = patch.result
-    record.lastUpdated = lastUpdated
-    record.updated = true
-    this.#undo?.push({ op: 'update', record, before })
-    // The undo log keeps `before`: hand out a copy.
-    return { ...before }
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
@@ -130,7 +91,6 @@ class MemoryStore implements Store {
       this.#remove(record)
       removed.push(record)
     }
-    if (removed.length > 0) this.#undo?.push({ op: 'restore', commands: removed })
     return removed.map((record) => ({ ...record }))
   }
 
@@ -209,6 +169,17 @@ class MemoryStore implements Store {
     this.#closed = true
   }
 
+  #update ({ id, deviceId, patch, lastUpdated }: CommandUpdate, now: number): CommandRecord | undefined {
+    const record = this.#byId.get(id)
+    if (record === undefined || record.deviceId !== deviceId || expired(record, now)) return undefined
+    const before = { ...record }
+    if (patch.status !== undefined) record.status = patch.status
+    if (patch.result !== undefined) record.result = patch.result
+    record.lastUpdated = lastUpdated
+    record.updated = true
+    return before
+  }
+
   // Whether a scan returns this command: its filters, its time, and a device that exists.
   #scanned (scan: CommandScan, record: CommandRecord, now: number): boolean {
     if (expired(record, now) || !named(scan, record)) return false
@@ -240,34 +211,10 @@ class MemoryStore implements Store {
     if (tree.size === 0) this.#byDevice.delete(record.deviceId)
   }
 
-  #revert (undo: Undo): void {
-    switch (undo.op) {
-      case 'device':
-        if (undo.device === undefined) this.#devices.delete(undo.id)
-        else this.#devices.set(undo.id, undo.device)
-        break
-      case 'insert':
-        this.#remove(undo.record)
-        break
-      case 'update':
-        Object.assign(undo.record, undo.before)
-        break
-      case 'restore':
-        for (const record of undo.commands) this.#add(record)
-    }
-  }
-
   #open (): void {
     if (this.#closed) throw new BrokerError('ERR_CLOSED', 'memoryStore: used after close()')
   }
 }
-
-// One entry of a transaction's undo log, replayed backwards on rollback.
-type Undo =
-  | { op: 'device', id: string, device: DeviceRecord | undefined }
-  | { op: 'insert', record: CommandRecord }
-  | { op: 'update', record: CommandRecord, before: CommandRecord }
-  | { op: 'restore', commands: CommandRecord[] }
 
 // The commands of `tree` strictly past `from`, in order.
 function * walk (tree: Tree<Cursor, CommandRecord>, ascending: boolean, from: Cursor): Generator<CommandRecord> {

@@ -6,8 +6,8 @@ import { BrokerError } from '../errors.js'
 import { lockFile, type FileLock } from './file-lock.js'
 import { describe } from '../options.js'
 import type {
-  CommandPage, CommandPatch, CommandRecord, CommandScan, CountPage, Cursor, DeviceRecord, ExpiringPage, NewCommandRecord,
-  SortQuery, Store
+  CommandPage, CommandRecord, CommandScan, CommandUpdate, CommitResult, CountPage, Cursor, DeviceRecord, ExpiringPage,
+  NewCommandRecord, SortQuery, SyncStore, WriteBatch
 } from './store.js'
 
 /** Options of {@link sqliteStore}. */
@@ -48,7 +48,7 @@ const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
 const DEVICE_OVERHEAD = 400
 
 /**
- * Creates a {@link Store} on SQLite through better-sqlite3: WAL journal, one
+ * Creates a store ({@link SyncStore}) on SQLite through better-sqlite3: WAL journal, one
  * transaction per broker batch, every statement prepared once. Pass a file
  * path (created if missing; `':memory:'` works too) or an open better-sqlite3
  * `Database`, which the store then uses but does not close.
@@ -71,7 +71,7 @@ const DEVICE_OVERHEAD = 400
  * this library, and whatever better-sqlite3 throws for an unreadable file (or
  * lock file). A failed call leaves nothing open: no connection, lock or thread.
  */
-export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): Store {
+export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): SyncStore {
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
     throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
   }
@@ -256,7 +256,7 @@ interface Config {
   checkpoint: 'full' | 'normal' | undefined
 }
 
-class SqliteStore implements Store {
+class SqliteStore implements SyncStore {
   readonly #db: Database.Database
   readonly #owned: boolean
   readonly #file: string
@@ -362,16 +362,6 @@ class SqliteStore implements Store {
       })
   }
 
-  transaction<T>(fn: () => T): T {
-    this.#open()
-    try {
-      return this.#write(fn)
-    } catch (err) {
-      this.#devices.clear()
-      throw err
-    }
-  }
-
   getDevice (id: string): DeviceRecord | undefined {
     this.#open()
     let device = this.#devices.get(id)
@@ -407,41 +397,22 @@ class SqliteStore implements Store {
     })
   }
 
-  insertCommand (command: NewCommandRecord): number {
+  commit (batch: WriteBatch, now: number): CommitResult {
     this.#open()
-    // On its own, an insert gets a transaction of its own, so that the file is checked before
-    // it commits; in one (the broker's group commit), the file is checked once at its end.
-    if (!this.#db.inTransaction) return this.#commit.immediate(() => this.insertCommand(command)) as number
-    const id = this.#lastId + 1
-    const c = command
-    this.#insert.run(id, c.deviceId, c.command, c.timestamp, c.lastUpdated, c.userId, c.networkId, c.deviceTypeId,
-      c.parameters, c.lifetime, c.status, c.result, c.expiresAt, c.updated ? 1 : 0)
-    // Advance only once the row is written: a failed insert leaves no gap.
-    this.#lastId = id
-    return id
+    // One transaction, and so one fsync and one check of the file, for the whole batch.
+    return this.#write(() => {
+      const ids: number[] = []
+      for (const command of batch.inserts) ids.push(this.#insertRow(command))
+      const before: Array<CommandRecord | undefined> = []
+      for (const update of batch.updates) before.push(this.#updateRow(update, now))
+      return { ids, before }
+    })
   }
 
   getCommand (id: number, now: number): CommandRecord | undefined {
     this.#open()
     const row = this.#get.get({ id, now })
     return row === undefined ? undefined : toRecord(row)
-  }
-
-  updateCommand (id: number, deviceId: string, patch: CommandPatch, lastUpdated: number, now: number): CommandRecord | undefined {
-    this.#open()
-    return this.#write(() => {
-      const row = this.#getForUpdate.get({ id, deviceId, now })
-      if (row === undefined) return undefined
-      this.#update.run({
-        id,
-        setStatus: patch.status !== undefined ? 1 : 0,
-        status: patch.status ?? null,
-        setResult: patch.result !== undefined ? 1 : 0,
-        result: patch.result ?? null,
-        lastUpdated
-      })
-      return toRecord(row)
-    })
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
@@ -544,6 +515,29 @@ class SqliteStore implements Store {
     // the WAL in, is just another connection to it, which SQLite allows.
     this.#lock?.release()
     await this.#checkpointer?.close()
+  }
+
+  #insertRow (c: NewCommandRecord): number {
+    const id = this.#lastId + 1
+    this.#insert.run(id, c.deviceId, c.command, c.timestamp, c.lastUpdated, c.userId, c.networkId, c.deviceTypeId,
+      c.parameters, c.lifetime, c.status, c.result, c.expiresAt, c.updated ? 1 : 0)
+    // Advance only once the row is written: a failed insert leaves no gap.
+    this.#lastId = id
+    return id
+  }
+
+  #updateRow ({ id, deviceId, patch, lastUpdated }: CommandUpdate, now: number): CommandRecord | undefined {
+    const row = this.#getForUpdate.get({ id, deviceId, now })
+    if (row === undefined) return undefined
+    this.#update.run({
+      id,
+      setStatus: patch.status !== undefined ? 1 : 0,
+      status: patch.status ?? null,
+      setResult: patch.result !== undefined ? 1 : 0,
+      result: patch.result ?? null,
+      lastUpdated
+    })
+    return toRecord(row)
   }
 
   #open (): void {

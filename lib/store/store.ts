@@ -105,10 +105,8 @@ export interface SharedSpace {
 
 /** The synchronous form of a store: every answer at once. `memoryStore()` and `sqliteStore()` are this. */
 export type SyncStore = {
-  [K in keyof Store]-?: K extends 'close' | 'shared'
-    ? Store[K]
-    : Store[K] extends ((...args: infer A) => Awaitable<infer R>) | undefined ? (...args: A) => R : never
-}
+  [K in Exclude<keyof Store, 'close' | 'shared'>]: Store[K] extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : never
+} & Pick<Store, 'close' | 'shared'>
 
 /** The writes of one group commit. */
 export interface WriteBatch {

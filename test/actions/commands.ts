@@ -3,14 +3,15 @@
 import t from 'tap'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { Command } from '../../lib/schema.js'
-import type { Store } from '../../lib/store/store.js'
+import type { Store, SyncStore } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
-import { body, CLOSED, errorOf, overridable, setup, START } from '../fixtures/broker.js'
+import { body, CLOSED, errorOf, insertAll, overridable, setup, START } from '../fixtures/broker.js'
 import { command } from '../fixtures/store-suite.js'
+import { laterStore } from '../fixtures/later-store.js'
 
 // `n` commands of `deviceId` put straight into the store, a millisecond apart from START.
-function fill (store: Store, deviceId: string, n: number, fields: Parameters<typeof command>[0] = {}): void {
-  store.transaction(() => { for (let i = 0; i < n; i++) store.insertCommand(command({ deviceId, timestamp: START + i, ...fields })) })
+function fill (store: SyncStore, deviceId: string, n: number, fields: Parameters<typeof command>[0] = {}): void {
+  insertAll(store, Array.from({ length: n }, (_, i) => command({ deviceId, timestamp: START + i, ...fields })))
 }
 
 t.test('commands: the first insert of a device with many commands waits for its count, loaded over turns', async (t) => {
@@ -55,4 +56,39 @@ t.test('commands: command/list reads a bounded step per turn, skipping past rows
   await new Promise(setImmediate)
   await broker.close()
   t.strictSame(errorOf(await closing), CLOSED, 'a list the broker closed under is answered 503')
+})
+
+t.test('commands: on a store that answers later, a session\'s writes queue in its order, and its reads see them', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  const session = broker.session(() => {})
+  await session.handle({ action: 'authenticate', token: admin })
+  store.hold('getDevice')
+  const first = session.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'first' } })
+  const second = session.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'second' } })
+  const list = session.handle({ action: 'command/list', deviceId: 'lamp-1' })
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.equal(store.waiting('getDevice'), 1, 'the second insert waits for the first to queue before it reads anything')
+  store.release('getDevice')
+  const ids = [body(await first).command.id, body(await second).command.id]
+  t.ok(ids[0] < ids[1], 'ids in the session\'s order')
+  t.strictSame((body(await list).commands as Command[]).map((c) => c.command), ['first', 'second'], 'the list sees both')
+  t.equal(body(await session.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: ids[1] })).command.command, 'second')
+})
+
+t.test('commands: on a store that answers later, get, update, list sorted and a device\'s first count work', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device, insert } = setup(t, { maxPendingPerDevice: 2 }, store)
+  await device('lamp-1')
+  const { id } = body(await insert('lamp-1', { command: 'a' })).command
+  t.equal((await insert('lamp-1', { command: 'b' })).status, 'success')
+  t.strictSame(errorOf(await insert('lamp-1', { command: 'c' })), { code: 400, error: 'Validation failed with following violations: device lamp-1 has 2 pending commands, the limit is 2' })
+  t.equal((await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: id, command: { status: 'done' } }, admin)).status, 'success')
+  t.equal(body(await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: id }, admin)).command.status, 'done')
+  t.strictSame(errorOf(await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 999 }, admin)), { code: 404, error: 'Command with id = 999 not found' })
+  const sorted = body(await broker.handle({ action: 'command/list', deviceId: 'lamp-1', sortField: 'command', sortOrder: 'DESC' }, admin)).commands as Command[]
+  t.strictSame(sorted.map((c) => c.command), ['b', 'a'])
+  t.equal((await insert('lamp-1', { command: 'c' })).status, 'success', 'the update freed a slot')
+  t.ok(store.ran.countPending >= 1, 'the count was loaded through the store')
 })

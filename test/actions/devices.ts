@@ -3,14 +3,15 @@
 import t from 'tap'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { Reply } from '../../lib/schema.js'
-import type { Store } from '../../lib/store/store.js'
+import type { Store, SyncStore } from '../../lib/store/store.js'
 import { STEP_EXAMINE } from '../../lib/turns.js'
-import { body, CLOSED, errorOf, overridable, setup } from '../fixtures/broker.js'
+import { body, CLOSED, errorOf, insertAll, overridable, setup } from '../fixtures/broker.js'
 import { command, scanAll } from '../fixtures/store-suite.js'
+import { laterStore } from '../fixtures/later-store.js'
 
 // `n` commands of `deviceId` put straight into the store.
-function fill (store: Store, deviceId: string, n: number): void {
-  store.transaction(() => { for (let i = 0; i < n; i++) store.insertCommand(command({ deviceId, timestamp: i })) })
+function fill (store: SyncStore, deviceId: string, n: number): void {
+  insertAll(store, Array.from({ length: n }, (_, i) => command({ deviceId, timestamp: i })))
 }
 
 t.test('devices: device/delete deletes the commands a bounded step per turn, before it replies', async (t) => {
@@ -76,4 +77,71 @@ t.test('devices: a request that waited for a deletion is refused if the broker c
   await broker.close()
   t.equal((await deleted).status, 'success')
   t.strictSame(errorOf(await saved), CLOSED, '503, not a write after close')
+})
+
+t.test('devices: on a store that answers later, a save or delete commits after the writes queued before it', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  store.hold('commit', 'call')
+  const insert = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'before-delete' } }, admin)
+  while (store.waiting('commit') === 0) await new Promise(setImmediate)
+  const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
+  await new Promise(setImmediate)
+  t.equal(store.ran.deleteDevice, 0, 'the delete waits for the commit in flight')
+  store.release('commit')
+  t.equal((await insert).status, 'success', 'the insert queued first committed')
+  t.equal((await deleted).status, 'success')
+  t.strictSame(store.inner.scanCommands({ order: 'ASC', examine: 100, take: 100 }, 0).rows, [], 'and was deleted with its device')
+})
+
+t.test('devices: on a store that answers later, a write whose device read overlapped a delete reads again, and is refused', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device, insert } = setup(t, {}, store)
+  await device('lamp-1')
+  const { id } = body(await insert('lamp-1', { command: 'first' })).command
+  store.hold('getDevice')
+  const late = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'late' } }, admin)
+  const update = broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: id, command: { status: 'x' } }, admin)
+  const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
+  await new Promise(setImmediate)
+  t.equal(store.waiting('getDevice'), 3, 'all three read the device, and wait')
+  // The delete's read answers first: it deletes while the others hold a read from before.
+  store.release('getDevice', 'last')
+  t.equal((await deleted).status, 'success')
+  store.release('getDevice')
+  t.strictSame(errorOf(await late), { code: 404, error: 'Device with such deviceId = lamp-1 not found' }, 'the insert read the device again: it is gone')
+  t.strictSame(errorOf(await update), { code: 404, error: 'Device with such deviceId = lamp-1 not found' }, 'so did the update')
+  t.strictSame(store.inner.scanCommands({ order: 'ASC', examine: 100, take: 100 }, 0).rows, [], 'no orphan command')
+})
+
+t.test('devices: on a store that answers later, a write of a device being deleted waits for the delete, then is refused', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  store.hold('deleteDevice', 'call')
+  const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
+  while (store.waiting('deleteDevice') === 0) await new Promise(setImmediate)
+  const late = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'late' } }, admin)
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.equal(store.waiting('deleteDevice'), 1, 'the delete is under way')
+  store.release('deleteDevice')
+  t.equal((await deleted).status, 'success')
+  t.strictSame(errorOf(await late), { code: 404, error: 'Device with such deviceId = lamp-1 not found' })
+})
+
+t.test('devices: on a store that answers later, save, get and delete work, and a new device of an id purges what a cut-short delete left', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  t.equal(body(await broker.handle({ action: 'device/get', deviceId: 'lamp-1' }, admin)).device.name, 'lamp-1')
+  t.equal((await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'renamed' } }, admin)).status, 'success')
+  t.equal(store.inner.getDevice('lamp-1')?.name, 'renamed')
+  // Commands of a device that no longer exists, as a crash mid-delete leaves them.
+  insertAll(store.inner, Array.from({ length: STEP_EXAMINE + 1 }, (_, i) => command({ deviceId: 'ghost', timestamp: i })))
+  t.equal((await broker.handle({ action: 'device/save', deviceId: 'ghost', device: { name: 'ghost' } }, admin)).status, 'success')
+  t.strictSame(scanAll(store.inner, { deviceId: 'ghost', order: 'ASC', examine: 10_000, take: 10_000 }, 0), [], 'the new device starts with none')
+  t.equal((await broker.handle({ action: 'device/save', deviceId: 'fresh', device: { name: 'fresh' } }, admin)).status, 'success', 'a new id with nothing to purge')
+  t.equal((await broker.handle({ action: 'device/delete', deviceId: 'ghost' }, admin)).status, 'success')
+  t.equal(store.inner.getDevice('ghost'), undefined)
 })

@@ -9,8 +9,8 @@ import t, { type Test } from 'tap'
 import { BrokerError } from '../../lib/errors.js'
 import { lockFile } from '../../lib/store/file-lock.js'
 import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
-import type { DeviceRecord, Store } from '../../lib/store/store.js'
-import { command, device, storeSuite } from '../fixtures/store-suite.js'
+import type { DeviceRecord, SyncStore } from '../../lib/store/store.js'
+import { batch, command, device, insertSync, storeSuite, updateSync } from '../fixtures/store-suite.js'
 import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
 
 const dir = t.testdir()
@@ -80,16 +80,14 @@ t.test('sqlite-store: data survives closing and reopening the file', async (t) =
     deviceId: 'dev', command: 'go', timestamp: 10, userId: 5, networkId: 3, deviceTypeId: 4,
     parameters: '{"p":"é😀"}', lifetime: 30, status: 'new', result: '1', expiresAt: 40, updated: false
   })
-  const id = first.insertCommand(input)
-  const forever = first.insertCommand(command({ deviceId: 'dev', timestamp: 20 }))
-  first.updateCommand(forever, 'dev', { status: 'done' }, 25, 0)
+  const id = insertSync(first, input)
+  const forever = insertSync(first, command({ deviceId: 'dev', timestamp: 20 }))
+  updateSync(first, forever, 'dev', { status: 'done' }, 25, 0)
   first.saveDevice(device({ id: 'gone' }))
-  first.transaction(() => {
-    first.insertCommand(command({ deviceId: 'gone' }))
-    first.deleteDevice('gone')
-    first.deleteCommands('gone', 10)
-  })
-  first.close()
+  insertSync(first, command({ deviceId: 'gone' }))
+  first.deleteDevice('gone')
+  first.deleteCommands('gone', 10)
+  await first.close()
 
   const second = sqliteStore(filename)
   t.teardown(() => { second.close() })
@@ -105,23 +103,25 @@ t.test('sqlite-store: data survives closing and reopening the file', async (t) =
 })
 
 t.test('sqlite-store: ids are never reused across a reopen', async (t) => {
-  const cases: Array<[string, (store: Store, id: number) => void]> = [
+  const cases: Array<[string, (store: SyncStore, id: number, low: number) => void]> = [
     ['expired', (store, id) => { t.equal(store.expireCommands([id], 100).length, 1) }],
     ['device deleted', (store) => { t.equal(store.deleteCommands('top', 10), 1) }],
-    ['expired in a transaction', (store, id) => { store.transaction(() => store.expireCommands([id], 100)) }]
+    ['expired with every other command', (store, id, low) => { t.equal(store.expireCommands([id, low], 100).length, 2) }]
   ]
   for (const [label, remove] of cases) {
     const filename = file()
     const first = sqliteStore(filename)
-    first.insertCommand(command({ deviceId: 'low' }))
-    const highest = first.insertCommand(command({ deviceId: 'top', expiresAt: 50 }))
-    remove(first, highest)
+    // One batch: the highest id is its last insert's.
+    const ids = first.commit(batch({ inserts: [command({ deviceId: 'low', expiresAt: 100 }), command({ deviceId: 'top', expiresAt: 50 })] }), 0).ids
+    const highest = ids[1] as number
+    t.equal(first.lastCommandId(), highest, `${label}: the batch's last insert has the highest id`)
+    remove(first, highest, ids[0] as number)
     t.equal(first.getCommand(highest, 0), undefined, `${label}: the highest command is gone`)
     first.close()
 
     const second = sqliteStore(filename)
     t.equal(second.lastCommandId(), highest, `${label}: lastCommandId remembers the highest id`)
-    const next = second.insertCommand(command())
+    const next = insertSync(second, command())
     t.ok(next > highest, `${label}: the next id is above every id ever assigned`)
     second.close()
     const third = sqliteStore(filename)
@@ -132,10 +132,10 @@ t.test('sqlite-store: ids are never reused across a reopen', async (t) => {
   // The kept id only rises: deleting a lower command later does not lower it.
   const filename = file()
   const first = sqliteStore(filename)
-  const low = first.insertCommand(command({ deviceId: 'low', expiresAt: 10 }))
-  const high = first.insertCommand(command({ deviceId: 'high', expiresAt: 10 }))
+  const low = insertSync(first, command({ deviceId: 'low', expiresAt: 10 }))
+  const high = insertSync(first, command({ deviceId: 'high', expiresAt: 10 }))
   first.deleteDevice('high')
-  first.insertCommand(command({ deviceId: 'x' }))
+  insertSync(first, command({ deviceId: 'x' }))
   first.deleteDevice('x')
   first.expireCommands([low], 10)
   const last = first.lastCommandId()
@@ -158,7 +158,7 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   db.close()
 
   const reopened = sqliteStore(filename)
-  reopened.insertCommand(command())
+  insertSync(reopened, command())
   t.equal(reopened.lastCommandId(), 1, 'a file at the current version opens as is')
   reopened.close()
 
@@ -189,7 +189,7 @@ t.test('sqlite-store: a passed-in Database is used but not closed', async (t) =>
   t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'the schema is created in it')
   t.equal(db.pragma('journal_mode', { simple: true }), 'delete', 'its journal mode is left alone')
   t.equal(db.pragma('synchronous', { simple: true }), 0, 'its synchronous setting is left alone')
-  const id = store.insertCommand(command({ deviceId: 'dev', command: 'via-store' }))
+  const id = insertSync(store, command({ deviceId: 'dev', command: 'via-store' }))
   t.equal(db.prepare('SELECT command FROM commands WHERE id = ?').pluck().get(id), 'via-store', 'the store writes to it')
   store.close()
   t.equal(db.open, true, 'close() leaves it open')
@@ -272,7 +272,7 @@ t.test('sqlite-store: :memory: works', async (t) => {
   const a = sqliteStore(':memory:')
   const b = sqliteStore(':memory:', { synchronous: 'normal' })
   a.saveDevice(device({ id: 'dev' }))
-  const id = a.insertCommand(command({ deviceId: 'dev' }))
+  const id = insertSync(a, command({ deviceId: 'dev' }))
   t.equal(a.getCommand(id, 0)?.deviceId, 'dev')
   t.equal(b.getDevice('dev'), undefined, 'each :memory: store is its own database')
   t.equal(b.lastCommandId(), 0)
@@ -285,12 +285,11 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
   const filename = file()
   const store = sqliteStore(filename)
   t.teardown(() => { store.close() })
-  store.transaction(() => {
-    for (let i = 0; i < 10; i++) store.saveDevice(device({ id: `d${i}`, networkId: i % 3 }))
-    for (let i = 0; i < 300; i++) {
-      store.insertCommand(command({ deviceId: `d${i % 10}`, command: `c${i % 7}`, status: i % 3 === 0 ? null : `s${i % 4}`, timestamp: i }))
-    }
-  })
+  for (let i = 0; i < 10; i++) store.saveDevice(device({ id: `d${i}`, networkId: i % 3 }))
+  store.commit(batch({
+    inserts: Array.from({ length: 300 }, (_, i) =>
+      command({ deviceId: `d${i % 10}`, command: `c${i % 7}`, status: i % 3 === 0 ? null : `s${i % 4}`, timestamp: i }))
+  }), 0)
   const db = new Database(filename)
   t.teardown(() => { db.close() })
   db.exec('ANALYZE')
@@ -342,7 +341,8 @@ const CACHES: Array<[string, SqliteStoreOptions]> = [
 
 for (const [label, options] of CACHES) {
   t.test(`sqlite-store: devices read back right with ${label}`, async (t) => {
-    const store = sqliteStore(file(), options)
+    const filename = file()
+    const store = sqliteStore(filename, options)
     t.teardown(() => store.close())
     const expected = new Map<string, DeviceRecord>()
     const save = (d: DeviceRecord): void => {
@@ -380,18 +380,17 @@ for (const [label, options] of CACHES) {
     save(device({ id: 'big', data: '"small again"' }))
     check('small again', ['big'])
 
-    // A rolled-back save is not served from the cache: it may hold the undone write.
+    // A save that fails (rolled back: the file is gone) is not served from the cache.
     const kept = device({ id: 'rolled', name: 'kept' })
     save(kept)
-    check('before the rollback', ['rolled'])
-    const failure = new Error('roll back')
-    t.equal(thrown(() => store.transaction(() => {
-      store.saveDevice(device({ id: 'rolled', name: 'undone' }))
-      store.saveDevice(device({ id: 'rolled-new', name: 'undone' }))
-      t.equal(store.getDevice('rolled')?.name, 'undone', 'inside the transaction, its own write is seen')
-      throw failure
-    })), failure)
-    check('after the rollback', ['rolled', 'rolled-new'])
+    check('before the failed saves', ['rolled'])
+    fs.rmSync(filename)
+    for (const id of ['rolled', 'rolled-new']) {
+      t.equal((thrown(() => { store.saveDevice(device({ id, name: 'undone' })) }) as BrokerError | undefined)?.code, 'ERR_FILE_MOVED',
+        `saving ${id} fails`)
+    }
+    t.equal((thrown(() => store.deleteDevice('rolled')) as BrokerError | undefined)?.code, 'ERR_FILE_MOVED', 'deleting it fails')
+    check('after the failed saves and delete', ['rolled', 'rolled-new'])
   })
 }
 
@@ -474,7 +473,7 @@ t.test('sqlite-store: a second store on a file a live store holds fails with ERR
   const filename = file()
   const first = sqliteStore(filename)
   first.saveDevice(device({ id: 'dev', name: 'first' }))
-  const id = first.insertCommand(command({ deviceId: 'dev' }))
+  const id = insertSync(first, command({ deviceId: 'dev' }))
   const seen = spy(t)
   // The same file by other names: SQLite resolves them, and so does the lock.
   fs.mkdirSync(path.join(dir, 'sub'), { recursive: true })
@@ -591,16 +590,71 @@ t.test('sqlite-store: a failed open leaves no connection, lock or thread behind'
   t.equal(holder.lastCommandId(), 0, 'the holder is untouched')
 })
 
+t.test('sqlite-store: a commit that fails midway writes none of its batch, and the store goes on', async (t) => {
+  const store = sqliteStore(file())
+  t.teardown(() => store.close())
+  store.saveDevice(device({ id: 'dev' }))
+  const existing = insertSync(store, command({ deviceId: 'dev', command: 'existing', expiresAt: 50 }))
+  const before = store.getCommand(existing, 0)
+  const inserts = [command({ deviceId: 'dev', command: 'first', expiresAt: 60 }), command({ deviceId: 'other', command: 'second', expiresAt: 60 })]
+  const update = { id: existing, deviceId: 'dev', patch: { status: 'done' }, lastUpdated: 5 }
+  const failing: Array<[string, Parameters<SyncStore['commit']>[0], (error: unknown) => boolean]> = [
+    // SQLite refuses the last insert (NOT NULL), after the others of its transaction.
+    ['an insert', batch({ inserts: [...inserts, command({ deviceId: null as unknown as string })], updates: [update] }),
+      (error) => (error as { code?: unknown } | undefined)?.code === 'SQLITE_CONSTRAINT_NOTNULL'],
+    // better-sqlite3 cannot bind an object: the last update fails, after the inserts and an update.
+    ['an update', batch({ inserts, updates: [update, { ...update, patch: { result: {} as unknown as string } }] }),
+      (error) => error instanceof TypeError]
+  ]
+  for (const [label, writes, expected] of failing) {
+    const error = thrown(() => store.commit(writes, 0))
+    t.ok(expected(error), `failing at ${label}: what SQLite threw, as it is (${String(error)})`)
+    t.strictSame(store.getCommand(existing, 0), before, `failing at ${label}: no update stayed`)
+    t.strictSame(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 100), { entries: [[existing, 50]], next: undefined },
+      `failing at ${label}: no insert stayed`)
+    t.strictSame(store.scanCommands({ order: 'ASC', examine: 10, take: 10 }, 0).rows.map((c) => c.command), ['existing'])
+  }
+  const after = store.commit(batch({ inserts, updates: [update] }), 0)
+  t.ok(after.ids.every((id) => id !== undefined && id > existing), 'a later commit gets new ids')
+  t.strictSame(after.before, [before], 'and updates')
+  t.strictSame(store.scanCommands({ order: 'ASC', examine: 10, take: 10 }, 0).rows.map((c) => [c.command, c.status]), [['existing', 'done'], ['first', null]])
+})
+
+t.test('sqlite-store: in a transaction its owner opened on a passed-in Database, writes are the owner\'s to commit or undo', async (t) => {
+  const db = new Database(file())
+  t.teardown(() => { db.close() })
+  db.pragma('journal_mode = WAL')
+  const store = sqliteStore(db)
+  t.teardown(() => store.close())
+  store.saveDevice(device({ id: 'dev' }))
+  const names = (): string[] => store.scanCommands({ deviceId: 'dev', order: 'ASC', examine: 10, take: 10 }, 0).rows.map((c) => c.command)
+  const failure = new Error('the owner undoes its transaction')
+  t.equal(thrown(() => db.transaction(() => {
+    const { ids } = store.commit(batch({ inserts: [command({ deviceId: 'dev', command: 'undone' })] }), 0)
+    t.equal(store.getCommand(ids[0] as number, 0)?.command, 'undone', 'inside it, the store reads its own write')
+    throw failure
+  })()), failure)
+  t.strictSame(names(), [], 'the owner\'s rollback undoes the store\'s commit')
+  db.transaction(() => {
+    store.commit(batch({ inserts: [command({ deviceId: 'dev', command: 'kept' })] }), 0)
+    store.deleteCommands('nobody', 1)
+  })()
+  t.strictSame(names(), ['kept'], 'the owner\'s commit commits it')
+})
+
 // --- file identity: never acknowledge into a file that is gone -----------------------------
 
 /** Every kind of write, each expected to throw ERR_FILE_MOVED with `message`. */
-function refusedWrites (t: Test, store: Store, id: number, message: RegExp): void {
+function refusedWrites (t: Test, store: SyncStore, id: number, message: RegExp): void {
+  // With an expiry, so that expiringCommands would show them had they been written.
+  const lost = command({ deviceId: 'dev', command: 'lost', expiresAt: 60 })
+  const lostUpdate = { id, deviceId: 'dev', patch: { status: 'lost', result: '"lost"' }, lastUpdated: 2 }
   const writes: Array<[string, () => unknown]> = [
-    ['a transaction', () => store.transaction(() => store.insertCommand(command({ deviceId: 'dev', command: 'lost' })))],
-    ['insertCommand', () => store.insertCommand(command({ deviceId: 'dev', command: 'lost' }))],
+    ['a commit of an insert', () => store.commit(batch({ inserts: [lost] }), 0)],
+    ['a commit of an update', () => store.commit(batch({ updates: [lostUpdate] }), 0)],
+    ['a commit of inserts and updates', () => store.commit(batch({ inserts: [lost, lost, { ...lost, deviceId: 'new' }], updates: [lostUpdate, lostUpdate] }), 0)],
     ['saveDevice', () => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }],
-    ['saveDevice in a transaction', () => { store.transaction(() => { store.saveDevice(device({ id: 'dev', name: 'lost' })) }) }],
-    ['updateCommand', () => store.updateCommand(id, 'dev', { status: 'lost' }, 2, 0)],
+    ['saveDevice of a new device', () => { store.saveDevice(device({ id: 'new', name: 'lost' })) }],
     ['expireCommands', () => store.expireCommands([id], 100)],
     ['deleteDevice', () => store.deleteDevice('dev')],
     ['deleteCommands', () => store.deleteCommands('dev', 10)]
@@ -616,11 +670,14 @@ function refusedWrites (t: Test, store: Store, id: number, message: RegExp): voi
   t.strictSame(store.getCommand(id, 0), { id, ...command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }) }, 'no command write stayed')
   t.strictSame(store.scanCommands({ deviceId: 'dev', order: 'ASC', examine: 10, take: 10 }, 0).rows.map((c) => c.command), ['kept'])
   t.strictSame(store.countPending('dev', 0, undefined, 10), { count: 1, next: undefined })
+  t.equal(store.getDevice('new'), undefined, 'no device was added')
+  t.strictSame(store.countPending('new', 0, undefined, 10), { count: 0, next: undefined }, 'no command of a new device was added')
+  t.strictSame(store.expiringCommands(0, Number.MAX_SAFE_INTEGER, 100), { entries: [[id, 50]], next: undefined }, 'no command was added')
 }
 
-function withData (store: Store): number {
+function withData (store: SyncStore): number {
   store.saveDevice(device({ id: 'dev', name: 'before' }))
-  return store.insertCommand(command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }))
+  return insertSync(store, command({ deviceId: 'dev', command: 'kept', expiresAt: 50 }))
 }
 
 t.test('sqlite-store: a file deleted under the store: every write throws ERR_FILE_MOVED and commits nothing', async (t) => {
@@ -661,7 +718,7 @@ t.test('sqlite-store: a passed-in Database on a file is checked too; :memory: is
   // Nothing to check for a database without a file: writes go on.
   const memory = sqliteStore(':memory:')
   withData(memory)
-  memory.transaction(() => memory.insertCommand(command()))
+  t.strictSame(memory.commit(batch({ inserts: [command()] }), 0), { ids: [2], before: [] })
   t.equal(memory.lastCommandId(), 2)
   memory.close()
 })
