@@ -1,6 +1,7 @@
 // A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
-// connection, frames in, replies and pushes out, commands in a SQLite file on disk.
-// `npm start` runs it; existing DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
+// connection, frames in, replies and pushes out, commands in a SQLite file on disk, or in
+// PostgreSQL when DATABASE_URL is set (then every gateway on that database and schema is one
+// cluster). `npm start` runs it; DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
 // Meant to be copied: a client that sends oversized or invalid frames, or stops reading, loses
 // its own connection and nothing else.
 import { randomBytes } from 'node:crypto'
@@ -8,12 +9,19 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { WebSocket, WebSocketServer } from 'ws'
-import { createBroker, DEFAULTS, signToken, sqliteStore, type Broker, type BrokerOptions } from '../lib/index.js'
+import { createBroker, DEFAULTS, postgresStore, signToken, sqliteStore, type Broker, type BrokerOptions, type Store } from '../lib/index.js'
 
 /** startGateway's own options; any other createBroker option (clock, limits) is passed on. */
 export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
-  /** SQLite file. Default `command-broker.db`. */
+  /** SQLite file, when there is no `databaseUrl`. Default `command-broker.db`. */
   file?: string
+  /**
+   * A `postgres://` URL: the commands go to PostgreSQL instead of SQLite, and every gateway on
+   * the same database and `schema` shares them (give them all the same `secret`). Default: none.
+   */
+  databaseUrl?: string | undefined
+  /** The PostgreSQL schema, with `databaseUrl`. Default `command_broker`. */
+  schema?: string | undefined
   /** DeviceHive's JWT_SECRET. Default: 32 random bytes, base64, so only tokens this gateway signs work. */
   secret?: string | undefined
   host?: string
@@ -39,7 +47,7 @@ const CLOSE_GRACE_MS = 1000
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
   const {
-    file = 'command-broker.db', secret: given, host = '127.0.0.1', port = 8080,
+    file = 'command-broker.db', databaseUrl, schema, secret: given, host = '127.0.0.1', port = 8080,
     maxBufferedBytes = 4 * 1024 * 1024, log = console.error, ...brokerOptions
   } = options
   if (!Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes < 1) {
@@ -54,7 +62,10 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   let broker: Broker
   try {
     await once(server, 'listening')
-    broker = await openBroker(file, { ...brokerOptions, secret })
+    const store = databaseUrl === undefined
+      ? sqliteStore(file)
+      : postgresStore({ connectionString: databaseUrl, ...(schema === undefined ? {} : { schema }) })
+    broker = await openBroker(store, { ...brokerOptions, secret })
   } catch (err) {
     server.close()
     throw err
@@ -92,13 +103,17 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   }
 }
 
-async function openBroker (file: string, options: BrokerOptions): Promise<Broker> {
-  const store = sqliteStore(file)
+async function openBroker (store: Store, options: BrokerOptions): Promise<Broker> {
   try {
-    return createBroker(store, options)
+    // A PostgreSQL store connects and migrates in the background: a bad URL fails here.
+    await store.lastCommandId()
+    const broker = createBroker(store, options)
+    // A shared store's broker serves once it hears the cluster's writes.
+    if (store.shared !== undefined) await broker.ready
+    return broker
   } catch (err) {
-    // Wait for the store to let go of its file (and its checkpointer thread) before saying
-    // so: the caller may delete the file or open it again next.
+    // Wait for the store to let go of its file (and its checkpointer thread), or its
+    // connections, before saying so: the caller may delete the file or open it again next.
     await store.close()
     throw err
   }
@@ -137,6 +152,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const env = process.env
   const gateway = await startGateway({
     file: env.DB_FILE ?? 'command-broker.db',
+    databaseUrl: env.DATABASE_URL,
+    schema: env.DB_SCHEMA,
     secret: env.JWT_SECRET,
     // A JWT_SECRET shorter than 32 bytes (DeviceHive's demo `devicehive`) only with this set.
     allowWeakKey: env.ALLOW_WEAK_KEY === '1',

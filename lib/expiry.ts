@@ -42,6 +42,8 @@ export class Expiry {
   readonly #resolveReady: (report: RecoveryReport) => void
   #immediate: NodeJS.Immediate | undefined
   #timer: unknown
+  // A sweep's claims are under way.
+  #sweeping = false
   #closed = false
 
   constructor (core: Core) {
@@ -211,17 +213,22 @@ export class Expiry {
     this.#immediate = setImmediate(this.#recover)
   }
 
-  // On a shared store: claims what is a tick overdue and no broker expired, a batch a turn
-  // while whole batches come back, then waits SWEEP_MS.
+  // On a shared store, every SWEEP_MS (whether or not the last sweep is done, so the cadence
+  // does not drift by what the store takes): claims what is a tick overdue and no broker
+  // expired, a batch a turn while whole batches come back.
   readonly #sweep = (): void => {
-    this.#timer = undefined
+    this.#timer = this.#core.clock.setTimeout(this.#sweep, SWEEP_MS)
+    if (this.#sweeping) return
+    this.#sweeping = true
+    this.#claim()
+  }
+
+  readonly #claim = (): void => {
     this.#immediate = undefined
     const core = this.#core
-    const limit = core.options.expiryBatch
-    const now = core.clock.now()
     let claimed
     try {
-      claimed = (core.shared as SharedSpace).claimExpired(now - core.options.tick, limit)
+      claimed = (core.shared as SharedSpace).claimExpired(core.clock.now() - core.options.tick, core.options.expiryBatch)
     } catch (err) {
       this.#swept(0, err)
       return
@@ -238,7 +245,7 @@ export class Expiry {
   #swept (count: number, err?: unknown): void {
     if (this.#closed) return
     if (err !== undefined) this.#core.fail('ERR_STORE', 'sweeping for overdue commands failed; retrying', err)
-    if (count >= this.#core.options.expiryBatch) this.#immediate = setImmediate(this.#sweep)
-    else this.#timer = this.#core.clock.setTimeout(this.#sweep, SWEEP_MS)
+    if (count >= this.#core.options.expiryBatch) this.#immediate = setImmediate(this.#claim)
+    else this.#sweeping = false
   }
 }

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import type { Socket } from 'node:net'
-import { tmpdir } from 'node:os'
+import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
@@ -12,6 +12,7 @@ import { WebSocket } from 'ws'
 import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
 import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
+import { postgres } from './fixtures/postgres.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
 /** 32 bytes once base64-decoded, as a JWT_SECRET must be without ALLOW_WEAK_KEY. */
@@ -171,6 +172,38 @@ t.test('example-gateway: a client and a device make the full round trip over Web
   t.strictSame(await device.next(), { code: 400, status: 'error', error: 'Malformed Json received.' })
   client.socket.close()
   device.socket.close()
+})
+
+t.test('example-gateway: two gateways on one DATABASE_URL and schema are one cluster (needs PostgreSQL)', async (t) => {
+  const pg = await postgres(t)
+  if (pg === undefined) return
+  const schema = pg.schema()
+  const user = process.env.PGUSER ?? userInfo().username
+  const url = process.env.DATABASE_URL ??
+    `postgres://${encodeURIComponent(user)}@${process.env.PGHOST ?? '127.0.0.1'}:${process.env.PGPORT ?? 5432}/${process.env.PGDATABASE ?? user}`
+  const [one, two] = [await openGateway(t, { databaseUrl: url, schema }), await openGateway(t, { databaseUrl: url, schema })]
+  t.equal(existsSync(join(one.dir, 'hub.db')), false, 'no SQLite file: the commands are in PostgreSQL')
+  const device = await new Client(one.gateway.url).open()
+  const client = await new Client(two.gateway.url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token: two.gateway.adminToken })).status, 'success')
+  t.equal((await device.request({ action: 'authenticate', requestId: 1, token: one.gateway.adminToken })).status, 'success')
+  t.equal((await client.request({ action: 'device/save', requestId: 2, deviceId: 'lamp-1', device: { name: 'Lamp' } })).status, 'success')
+  t.equal((await device.request({ action: 'command/subscribe', requestId: 2, deviceId: 'lamp-1' })).status, 'success', 'the device, on the first gateway, sees the device the second saved')
+  const inserted = await client.request({ action: 'command/insert', requestId: 3, deviceId: 'lamp-1', command: { command: 'on' } })
+  t.equal(inserted.status, 'success')
+  const push = await device.next()
+  t.equal(push.action, 'command/insert', 'the command inserted on the second gateway is pushed by the first')
+  t.equal((push.command as { id: number }).id, (inserted.command as { id: number }).id)
+  for (const c of [device, client]) {
+    const closed = c.closed()
+    c.socket.close()
+    await closed
+  }
+})
+
+t.test('example-gateway: a DATABASE_URL nobody answers on fails the start, and frees the port', async (t) => {
+  const logs: string[] = []
+  await t.rejects(startGateway({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', secret: SECRET, port: 0, log: (line) => { logs.push(line) } }))
 })
 
 t.test('example-gateway: a frame over 1 MiB closes only its connection, with 1009', async (t) => {

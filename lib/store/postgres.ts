@@ -433,7 +433,7 @@ class PostgresStore implements Store {
       const events: BusEvent[] = []
       if (accepted.length > 0) {
         const assigned = await this.#nextIdsFor(client, accepted.length)
-        const rows: CommandRecord[] = accepted.map((index, k) => ({ id: assigned[k] as number, ...(inserts[index] as NewCommandRecord) }))
+        const rows: CommandRecord[] = accepted.map((index, k) => ({ ...(inserts[index] as NewCommandRecord), id: assigned[k] as number }))
         await client.query({ ...this.#insert, values: insertArrays(rows) })
         accepted.forEach((index, k) => { ids[index] = assigned[k] })
         for (const record of rows) {
