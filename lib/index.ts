@@ -12,11 +12,15 @@ export type { BrokerErrorCode } from './errors.js'
 export { memoryStore } from './store/memory.js'
 export { sqliteStore, SCHEMA_VERSION } from './store/sqlite.js'
 export type { SqliteStoreOptions } from './store/sqlite.js'
+export { postgresStore, POSTGRES_SCHEMA_VERSION } from './store/postgres.js'
+export type { PostgresStoreOptions } from './store/postgres.js'
 export type {
   Store, SyncStore, SharedSpace, Awaitable, WriteBatch, CommandUpdate, CommitResult, DeviceRecord, CommandRecord,
   NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage, ExpiringPage, Cursor
 } from './store/store.js'
 export { LocalBus } from './bus/bus.js'
+export { PostgresBus } from './bus/postgres.js'
+export type { PostgresBusOptions } from './bus/postgres.js'
 export type { Bus, BusEvent, CommandBusEvent, DeviceDeletedEvent } from './bus/bus.js'
 
 export { systemClock } from './clock.js'
