@@ -19,6 +19,8 @@ export type {
   NewCommandRecord, CommandPatch, CommandScan, CommandPage, SortQuery, CountPage, ExpiringPage, Cursor
 } from './store/store.js'
 export { LocalBus } from './bus/bus.js'
+export { PostgresBus } from './bus/postgres.js'
+export type { PostgresBusOptions } from './bus/postgres.js'
 export type { Bus, BusEvent, CommandBusEvent, DeviceDeletedEvent } from './bus/bus.js'
 
 export { systemClock } from './clock.js'

@@ -103,7 +103,7 @@ if (fixture !== undefined) {
     const pool = fixture.pool({ user: role, database: await database() })
     const b = open(schema, pool)
     closers.unshift(async () => {
-      await admin.query(`ALTER ROLE "${role}" LOGIN`)
+      await admin.query(`REASSIGN OWNED BY "${role}" TO CURRENT_USER`)
       await admin.query(`DROP ROLE "${role}"`)
     })
     const heard = listen(bus(b))
@@ -140,10 +140,11 @@ if (fixture !== undefined) {
     const role = `${schema}_r`
     await admin.query(`CREATE ROLE "${role}" LOGIN SUPERUSER`)
     const a = open(schema)
+    await a.lastCommandId()
     const pool = fixture.pool({ user: role, database: await database() })
     const b = open(schema, pool)
     closers.unshift(async () => {
-      await admin.query(`ALTER ROLE "${role}" LOGIN`)
+      await admin.query(`REASSIGN OWNED BY "${role}" TO CURRENT_USER`)
       await admin.query(`DROP ROLE "${role}"`)
     })
     const heard = listen(bus(b))

@@ -4,7 +4,7 @@ import type { BusEvent } from '../../lib/bus/bus.js'
 import { POSTGRES_SCHEMA_VERSION, postgresStore } from '../../lib/store/postgres.js'
 import type { CommandRecord, NewCommandRecord, Store, WriteBatch } from '../../lib/store/store.js'
 import { postgres, until } from '../fixtures/postgres.js'
-import { command, device } from '../fixtures/store-suite.js'
+import { command, device, storeSuite } from '../fixtures/store-suite.js'
 import { expectError } from '../fixtures/throws.js'
 
 const fixture = await postgres(t)
@@ -20,6 +20,9 @@ if (fixture !== undefined) {
     stores.push(store)
     return store
   }
+  // The contract, unchanged: a store on a schema of its own each time.
+  storeSuite(t, 'postgres-store', () => open())
+
   const batch = (inserts: NewCommandRecord[], updates: WriteBatch['updates'] = [], maxPending = 1000): WriteBatch =>
     ({ inserts, updates, maxPending })
 
