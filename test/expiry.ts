@@ -3,10 +3,12 @@ import t from 'tap'
 import type { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
 import type { Command } from '../lib/schema.js'
-import type { Store } from '../lib/store/store.js'
+import type { CommandRecord, Store } from '../lib/store/store.js'
 import { body, insertAll, insertOne, overridable, setup, START } from './fixtures/broker.js'
 import { command, device } from './fixtures/store-suite.js'
 import { laterStore } from './fixtures/later-store.js'
+import { sharedSpace } from './fixtures/shared-store.js'
+import { SWEEP_MS } from '../lib/expiry.js'
 
 t.test('expiry: a command of a deleted device expires unreported, even when its deletion failed', async (t) => {
   const inner = memoryStore()
@@ -146,4 +148,53 @@ t.test('expiry: on a store that answers later, device reads of expired commands 
   await turns()
   t.match(errors[0]?.message, /reading the devices of expired commands failed; they expired unreported/)
   t.strictSame(expired, [])
+})
+
+t.test('expiry: a shared store\'s bus that fails to start is reported, and ready still settles', async (t) => {
+  const node = sharedSpace().node()
+  const failure = new Error('no LISTEN')
+  const bus = { subscribe: () => () => {}, ready: Promise.reject(failure) }
+  const errors: BrokerError[] = []
+  const { broker } = setup(t, {}, { ...node, shared: { ...node.shared as NonNullable<typeof node.shared>, bus } })
+  broker.on('error', (err) => { errors.push(err) })
+  t.strictSame(await broker.ready, { expired: 0, rearmed: 0 })
+  t.match(errors[0]?.message, /the store's event bus failed to start: no LISTEN/)
+})
+
+t.test('expiry: a shared store\'s sweep that throws is reported, and the next sweep claims what is overdue', async (t) => {
+  const space = sharedSpace()
+  const node = space.node()
+  const shared = node.shared as NonNullable<typeof node.shared>
+  let failing = false
+  const store = { ...node, shared: { ...shared, claimExpired: (now: number, limit: number) => { if (failing) throw new Error('claim failed'); return shared.claimExpired(now, limit) as CommandRecord[] } } }
+  // A command nobody armed: put there by a process that is gone.
+  space.inner.saveDevice(device({ id: 'lamp-1' }))
+  const [orphan] = insertAll(space.inner, [command({ deviceId: 'lamp-1', expiresAt: START + 500 })])
+  const { broker, clock } = setup(t, { expiryBatch: 1 }, store)
+  const errors: BrokerError[] = []
+  const expired: number[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  broker.on('expired', (c) => { expired.push(c.id) })
+  await broker.ready
+  failing = true
+  clock.advance(SWEEP_MS)
+  t.match(errors[0]?.message, /sweeping for overdue commands failed; retrying: claim failed/)
+  failing = false
+  clock.advance(SWEEP_MS)
+  await turns()
+  t.strictSame(expired, [orphan], 'claimed at the next sweep')
+})
+
+t.test('expiry: a device read of an expired command that throws at once is reported', async (t) => {
+  const inner = memoryStore()
+  let failing = false
+  const store: Store = { ...overridable(inner), getDevice: (id) => { if (failing) throw new Error('down'); return inner.getDevice(id) } }
+  const { broker, insert, device: save, clock } = setup(t, {}, store)
+  await save('lamp-1')
+  await insert('lamp-1', { command: 'on', lifetime: 1 })
+  const errors: BrokerError[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  failing = true
+  clock.advance(1100)
+  t.match(errors[0]?.message, /reading the devices of expired commands failed; they expired unreported: down/)
 })

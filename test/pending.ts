@@ -4,6 +4,7 @@ import { PendingCounts } from '../lib/pending.js'
 import type { CommandRecord, Store, SyncStore } from '../lib/store/store.js'
 import { insertOne, overridable, updateOne } from './fixtures/broker.js'
 import { command } from './fixtures/store-suite.js'
+import { laterStore } from './fixtures/later-store.js'
 
 const turn = (): Promise<void> => new Promise(setImmediate)
 
@@ -89,4 +90,25 @@ t.test('pending: a store that fails a load leaves nothing, and the next load tri
   await turn()
   failAt = 0
   t.equal((await counts.load('dev', 0)).count, 5, 'the next load succeeds')
+})
+
+t.test('pending: on a store that answers later, a count of several steps loads over turns', async (t) => {
+  const store = laterStore(storeWith(6))
+  const counts = new PendingCounts(store, 2)
+  const loading = counts.load('dev', 0)
+  t.ok(loading instanceof Promise, 'a promise')
+  t.equal((await loading).count, 6)
+  t.equal(counts.get('dev')?.count, 6)
+  t.equal(store.ran.countPending, 4, 'three steps of two, and one that found the end')
+})
+
+t.test('pending: on a store that answers later, a step that fails rejects the load, and the next load tries again', async (t) => {
+  const inner = storeWith(6)
+  let failing = true
+  const store = laterStore({ ...overridable(inner), countPending: (...args) => { if (failing) throw new Error('down'); return inner.countPending(...args) } })
+  const counts = new PendingCounts(store, 2)
+  await t.rejects(counts.load('dev', 0) as Promise<unknown>, /down/)
+  t.equal(counts.get('dev'), undefined, 'nothing kept')
+  failing = false
+  t.equal((await counts.load('dev', 0)).count, 6)
 })

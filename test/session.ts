@@ -841,6 +841,19 @@ t.test('session: replies come in request order, and a read sees the session\'s o
   t.equal(body(await again).command.command, 'next', 'a get sees the insert made before it')
 })
 
+t.test('session: a device write waits for the session\'s earlier command writes to commit, and sees them', async (t) => {
+  const { broker, admin, device } = setup(t)
+  await device('lamp-1')
+  const { session } = await connect(broker, admin)
+  const inserted = session.handle({ action: 'command/insert', requestId: 1, deviceId: 'lamp-1', command: { command: 'on' } })
+  const deleted = session.handle({ action: 'device/delete', requestId: 2, deviceId: 'lamp-1' })
+  t.equal((await inserted).status, 'success', 'the insert, queued first, commits')
+  t.equal((await deleted).status, 'success')
+  const saved = await session.handle({ action: 'device/save', requestId: 3, deviceId: 'lamp-1', device: { name: 'again' } })
+  t.equal(saved.status, 'success')
+  t.strictSame(body(await session.handle({ action: 'command/list', requestId: 4, deviceId: 'lamp-1' })).commands, [], 'the insert was deleted with its device')
+})
+
 t.test('session: unsubscribe stops pushes; unknown id 404; no id removes all', async (t) => {
   const { broker, admin, device, insert } = setup(t)
   await device('lamp-1')
