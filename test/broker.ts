@@ -10,6 +10,7 @@ import { memoryStore } from '../lib/store/memory.js'
 import type { Command, Reply } from '../lib/schema.js'
 import { sqliteStore } from '../lib/store/sqlite.js'
 import type { Store } from '../lib/store/store.js'
+import { laterStore } from './fixtures/later-store.js'
 import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, rawToken, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
@@ -668,6 +669,26 @@ t.test('broker: close() commits what was accepted, then refuses politely and rel
   t.throws(() => broker.session(() => {}), { code: 'ERR_CLOSED' })
   await broker.close()
   t.pass('close is idempotent')
+})
+
+t.test('broker: on a store that answers later, close() waits for the last commit and its replies', async (t) => {
+  const store = laterStore()
+  const { broker, admin, device } = setup(t, {}, store)
+  await device('lamp-1')
+  store.hold('commit', 'call')
+  const first = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'first' } }, admin)
+  while (store.waiting('commit') === 0) await new Promise(setImmediate)
+  // Queued behind the commit in flight: close() commits it too before closing the store.
+  const second = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'second' } }, admin)
+  await new Promise(setImmediate)
+  let closed = false
+  const closing = broker.close().then(() => { closed = true })
+  await new Promise(setImmediate)
+  t.equal(closed, false, 'close() waits for the commit in flight')
+  store.release('commit')
+  await closing
+  t.strictSame([(await first).status, (await second).status], ['success', 'success'], 'both accepted writes committed')
+  t.strictSame([body(await first).command.id, body(await second).command.id], [1, 2], 'in order, before the store closed')
 })
 
 t.test('broker: close() reports a store that fails to close', async (t) => {

@@ -198,3 +198,47 @@ t.test('expiry: a device read of an expired command that throws at once is repor
   clock.advance(1100)
   t.match(errors[0]?.message, /reading the devices of expired commands failed; they expired unreported: down/)
 })
+
+t.test('expiry: whatever answers after close() (an expiry, a recovery step, a sweep) does nothing', async (t) => {
+  // An expiry in flight.
+  const store = laterStore()
+  const first = setup(t, {}, store)
+  await first.device('lamp-1')
+  await first.insert('lamp-1', { command: 'on', lifetime: 1 })
+  const expired: number[] = []
+  first.broker.on('expired', (c) => { expired.push(c.id) })
+  store.hold('expireCommands')
+  first.clock.advance(1100)
+  while (store.waiting('expireCommands') === 0) await turns(1)
+  await first.broker.close()
+  store.release('expireCommands')
+  await turns()
+  t.strictSame(expired, [], 'an expiry answered after close() reports nothing')
+
+  // A recovery step in flight.
+  const recovering = laterStore()
+  recovering.inner.saveDevice(device({ id: 'lamp-1' }))
+  insertAll(recovering.inner, [command({ deviceId: 'lamp-1', expiresAt: START + 60_000 })])
+  recovering.hold('expiringCommands')
+  const second = setup(t, {}, recovering)
+  while (recovering.waiting('expiringCommands') === 0) await turns(1)
+  await second.broker.close()
+  recovering.release('expiringCommands')
+  await turns()
+  t.strictSame(await second.broker.ready, { expired: 0, rearmed: 0 }, 'a recovery step answered after close() arms nothing')
+  t.equal(second.clock.pending, 0, 'no timer')
+
+  // A sweep in flight.
+  const node = sharedSpace().node()
+  const shared = node.shared as NonNullable<typeof node.shared>
+  let answer: (records: CommandRecord[]) => void = () => {}
+  let claims = 0
+  const third = setup(t, {}, { ...node, shared: { ...shared, claimExpired: () => { claims++; return new Promise<CommandRecord[]>((resolve) => { answer = resolve }) } } })
+  await third.broker.ready
+  third.clock.advance(SWEEP_MS)
+  t.equal(claims, 1, 'a sweep is claiming')
+  await third.broker.close()
+  answer([])
+  await turns()
+  t.equal(third.clock.pending, 0, 'a sweep answered after close() schedules nothing')
+})
