@@ -287,8 +287,8 @@ class SqliteStore implements SyncStore {
   // command/list sorted by command or status: [field][order].
   readonly #sorts: Record<SortQuery['sortField'], Record<SortQuery['sortOrder'], Statement<Row>>>
   // Devices by id, frozen, least recently used evicted past deviceCacheBytes: the broker reads
-  // one per request, and this file has no other writer. Cleared whenever a transaction rolls
-  // back, since it may hold an undone write.
+  // one per request, and this file has no other writer. A save is cached only once committed:
+  // inside a transaction of a passed-in Database's owner, which may yet roll back, it is not.
   readonly #devices: DeviceCache
   #lastId: number
   #closed = false
@@ -378,7 +378,8 @@ class SqliteStore implements SyncStore {
     this.#open()
     const saved = Object.freeze({ ...device })
     this.#write(() => this.#saveDevice.run({ ...saved, isBlocked: saved.isBlocked ? 1 : 0 }))
-    this.#devices.set(saved.id, saved)
+    if (this.#db.inTransaction) this.#devices.delete(saved.id)
+    else this.#devices.set(saved.id, saved)
   }
 
   deleteDevice (id: string): boolean {

@@ -201,6 +201,21 @@ t.test('sqlite-store: a passed-in Database is used but not closed', async (t) =>
   db.close()
 })
 
+t.test('sqlite-store: a device saved inside its owner\'s transaction that rolls back is not served from the cache', async (t) => {
+  const db = new Database(':memory:')
+  const store = sqliteStore(db)
+  t.teardown(() => { store.close(); db.close() })
+  store.saveDevice(device({ id: 'dev', name: 'before' }))
+  t.equal(store.getDevice('dev')?.name, 'before')
+  t.throws(db.transaction(() => {
+    store.saveDevice(device({ id: 'dev', name: 'undone' }))
+    throw new Error('the owner changes its mind')
+  }), /changes its mind/)
+  t.equal(store.getDevice('dev')?.name, 'before', 'the rolled-back save is not served')
+  db.transaction(() => { store.saveDevice(device({ id: 'dev', name: 'kept' })) })()
+  t.equal(store.getDevice('dev')?.name, 'kept', 'a committed one is')
+})
+
 t.test('sqlite-store: close() copes with its database already closed', async (t) => {
   const seen = spy(t)
   const store = sqliteStore(file())
