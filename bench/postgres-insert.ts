@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks'
 import pg from 'pg'
 import { createBroker, postgresStore, signToken } from '../lib/index.js'
-import type { NewCommandRecord } from '../lib/store/store.js'
+import type { DeviceRecord, NewCommandRecord } from '../lib/store/store.js'
 import { pool, quick, SECRET, seconds, type Scenario } from './common.js'
 import { median, verify, withPostgres, type Postgres } from './pg.js'
 
@@ -67,15 +67,28 @@ function ownPool (max: number, calls: Profile['calls'] | undefined): pg.Pool {
 }
 
 // The broker through sessions' handle(), `IN_FLIGHT` requests at a time, on a fresh schema.
-async function broker (db: Postgres, options: { writeBatch?: number, profile?: Profile['calls'], poolSize?: number } = {}): Promise<number> {
+// cachedDevices, a what-if: getDevice answers from a copy in memory, to show what the
+// per-request device read costs (the store reads the database every time, by design).
+async function broker (db: Postgres, options: { writeBatch?: number, profile?: Profile['calls'], poolSize?: number, cachedDevices?: boolean } = {}): Promise<number> {
   const schema = db.schema(`insert_${++schemas}`)
   const own = options.profile === undefined && options.poolSize === undefined ? undefined : ownPool(options.poolSize ?? 10, options.profile)
-  const store = postgresStore(own === undefined ? { schema } : { schema, pool: own })
+  const real = postgresStore(own === undefined ? { schema } : { schema, pool: own })
+  const devices = new Map<string, DeviceRecord | undefined>()
+  const store = options.cachedDevices !== true
+    ? real
+    : new Proxy(real, {
+      get (target, key) {
+        if (key === 'getDevice') return (id: string) => devices.has(id) ? devices.get(id) : target.getDevice(id)
+        const value = Reflect.get(target, key) as unknown
+        return typeof value === 'function' ? value.bind(target) : value
+      }
+    })
   const broker = createBroker(store, { secret: SECRET, ...(options.writeBatch === undefined ? {} : { writeBatch: options.writeBatch }) })
   await broker.ready
   for (let d = 0; d < DEVICES; d++) {
     const reply = await broker.handle({ action: 'device/save', deviceId: `dev-${d}`, device: { name: `dev-${d}`, networkId: 1, deviceTypeId: 1 } }, token)
     verify(reply.status === 'success', `device/save: ${JSON.stringify(reply)}`)
+    if (options.cachedDevices === true) devices.set(`dev-${d}`, await real.getDevice(`dev-${d}`))
   }
   const sessions = Array.from({ length: SESSIONS }, () => broker.session(() => {}))
   for (const session of sessions) await session.handle({ action: 'authenticate', token })
@@ -96,9 +109,10 @@ async function broker (db: Postgres, options: { writeBatch?: number, profile?: P
 
 // The store's write path without the broker: postgresStore.commit() of batches of 1000, one
 // after another (as the write queue runs them), on devices saved beforehand.
-async function storeAlone (db: Postgres): Promise<number> {
+async function storeAlone (db: Postgres, calls: Profile['calls']): Promise<number> {
   const schema = db.schema(`insert_${++schemas}`)
-  const store = postgresStore({ schema })
+  const own = ownPool(10, calls)
+  const store = postgresStore({ schema, pool: own })
   try {
     for (let d = 0; d < DEVICES; d++) await store.saveDevice({ id: `dev-${d}`, name: `dev-${d}`, data: null, networkId: 1, deviceTypeId: 1, isBlocked: false })
     const now = Date.now()
@@ -113,6 +127,7 @@ async function storeAlone (db: Postgres): Promise<number> {
       }))
     }
     let stored = 0
+    calls.clear()
     const elapsed = await seconds(async () => {
       for (const inserts of batches) {
         const { ids } = await store.commit({ inserts, updates: [], maxPending: 10_000 }, Date.now())
@@ -123,6 +138,7 @@ async function storeAlone (db: Postgres): Promise<number> {
     return TOTAL / elapsed
   } finally {
     await store.close()
+    await own.end()
     await db.drop(schema)
   }
 }
@@ -196,9 +212,15 @@ await withPostgres('postgres insert throughput', async (db: Postgres, scenario: 
   const bigger = quick ? BATCH : 5000
   scenario.figure(`broker, writeBatch ${bigger}`, await broker(db, { writeBatch: bigger }), 'inserts/s')
   scenario.figure('broker, a pool of 50 connections', await broker(db, { poolSize: 50 }), 'inserts/s')
-  const alone = await storeAlone(db)
+  const aloneCalls: Profile['calls'] = new Map()
+  const alone = await storeAlone(db, aloneCalls)
   scenario.figure('store.commit alone, sequential batches of 1000', alone, 'inserts/s')
   scenario.figure('store.commit alone / limit', alone / raw, 'ratio')
+  const spent = [...aloneCalls.values()].reduce((sum, { ms }) => sum + ms, 0)
+  const shares = [...aloneCalls].sort((a, b) => b[1].ms - a[1].ms)
+    .map(([label, { count, ms }]) => `${label} ${(ms / count).toFixed(2)} ms (${Math.round(100 * ms / spent)}%)`)
+  scenario.note(`store.commit alone, per commit of 1000 rows: ${shares.join('; ')}`)
+  scenario.figure('what-if: broker with device reads served from memory', await broker(db, { cachedDevices: true }), 'inserts/s')
   scenario.note(`${TOTAL} inserts, ${IN_FLIGHT} in flight from ${SESSIONS} sessions over ${DEVICES} devices, lifetime 3600 s; the store's own pool (node-postgres default, 10 connections); fresh schemas each round`)
   scenario.note(`broker and limit alternate ${ROUNDS} times; medians. Rounds: broker ${brokerRounds.map(Math.round).join(', ')}; limit ${limitRounds.map(Math.round).join(', ')}`)
 })
