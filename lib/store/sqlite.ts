@@ -278,8 +278,9 @@ class SqliteStore implements Store {
   readonly #expire: Statement<Row>
   readonly #expiring: Statement<[number, number | null]>
   readonly #keepLastId: Statement
-  // Scans: [all devices, one device] x [ascending, descending]. A bound finds where a step of
-  // `examine` index entries ends (an index-only read); rows then reads the matches up to it.
+  // Scans: [all devices, one device] x [ascending, descending]. Rows reads the matches among
+  // the step's `examine` index entries; a bound finds where those end (an index-only read),
+  // where the next step starts when fewer than `take` matched.
   readonly #bounds: ScanStatements<[number, number]>
   readonly #rows: ScanStatements<Row>
   readonly #countPending: Statement<number>
@@ -332,10 +333,17 @@ class SqliteStore implements Store {
     this.#bounds = scanStatements(db, (from, device, order) => db.prepare(`SELECT c.timestamp, c.id FROM ${from}
       WHERE ${device} ${order.past} AND ${order.inside}
       ORDER BY c.timestamp ${order.name}, c.id ${order.name} LIMIT 1 OFFSET @offset`).raw() as Statement<[number, number]>)
+    // The rows of a step come from the first `examine` index entries past the cursor, and only
+    // then are matched: a bound on the index range in the WHERE clause alone leaves the planner
+    // free to range over the whole window instead (it did: a filter matching nothing read on to
+    // the end of the table in one step). Ordered by the subquery's columns, which come in index
+    // order, so nothing is sorted.
     this.#rows = scanStatements(db, (from, device, order) => db.prepare(`SELECT ${COMMAND_COLUMNS}
-      FROM ${from} CROSS JOIN devices d ON d.id = c.device_id
-      WHERE ${device} ${order.past} AND ${order.inside} AND ${order.bound} ${FILTERS} ${DEVICE_FILTERS}
-      ORDER BY c.timestamp ${order.name}, c.id ${order.name} LIMIT @take`))
+      FROM (SELECT c.timestamp, c.id FROM ${from} WHERE ${device} ${order.past} AND ${order.inside}
+          ORDER BY c.timestamp ${order.name}, c.id ${order.name} LIMIT @examine) s
+        CROSS JOIN commands c ON c.id = s.id CROSS JOIN devices d ON d.id = c.device_id
+      WHERE true ${FILTERS} ${DEVICE_FILTERS}
+      ORDER BY s.timestamp ${order.name}, s.id ${order.name} LIMIT @take`))
     this.#countPending = db.prepare(`SELECT count(*) FROM commands c INDEXED BY commands_device_time
       WHERE c.device_id = @deviceId AND (c.timestamp, c.id) > (@timestamp, @id) AND (c.timestamp, c.id) <= (@boundTimestamp, @boundId)
         AND c.updated = 0 AND ${NOT_EXPIRED}`).pluck() as Statement<number>
@@ -472,8 +480,7 @@ class SqliteStore implements Store {
     const bound = (this.#bounds[shape] as Statement<[number, number]>).get({ ...window, offset: scan.examine - 1 })
     const rows = (this.#rows[shape] as Statement<Row>).all({
       ...window,
-      boundTimestamp: bound === undefined ? (ascending ? FAR : -FAR) : bound[0],
-      boundId: bound === undefined ? (ascending ? FAR : -FAR) : bound[1],
+      examine: scan.examine,
       now,
       names: list(scan.names),
       command: scan.command ?? null,
@@ -577,21 +584,17 @@ interface ScanOrder {
   readonly past: string
   /** Inside the time window. */
   readonly inside: string
-  /** Not beyond the bound of this step. */
-  readonly bound: string
 }
 
 const ASCENDING: ScanOrder = {
   name: 'ASC',
   past: '(c.timestamp, c.id) > (@timestamp, @id)',
-  inside: 'c.timestamp < @before',
-  bound: '(c.timestamp, c.id) <= (@boundTimestamp, @boundId)'
+  inside: 'c.timestamp < @before'
 }
 const DESCENDING: ScanOrder = {
   name: 'DESC',
   past: '(c.timestamp, c.id) < (@timestamp, @id)',
-  inside: 'c.timestamp > @after',
-  bound: '(c.timestamp, c.id) >= (@boundTimestamp, @boundId)'
+  inside: 'c.timestamp > @after'
 }
 
 // Each index named: left to itself, the planner may read a device's index for a scan of all

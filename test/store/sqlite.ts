@@ -298,7 +298,7 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
   const statements = seen.sql.filter((sql) => /FROM commands|UPDATE commands/.test(sql))
   t.ok(statements.length >= 14, `${statements.length} statements read commands`)
   const params: Record<string, unknown> = {
-    deviceId: 'd1', now: 0, timestamp: 0, id: 0, after: -1, before: 1e15, offset: 1023, boundTimestamp: 1e15, boundId: 1e15,
+    deviceId: 'd1', now: 0, timestamp: 0, id: 0, after: -1, before: 1e15, offset: 1023, examine: 1024, boundTimestamp: 1e15, boundId: 1e15,
     names: '["c1"]', command: 'c1', status: 's1', networks: '[1]', deviceTypes: null, updatedAfter: null, take: 10, skip: 0,
     start: 1, end: 200, limit: 11, setStatus: 1, setResult: 0, result: null, lastUpdated: 5
   }
@@ -317,6 +317,39 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
       t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order (${details.join('; ')})`)
     }
   }
+})
+
+// A step's rows must come from its own `examine` index entries: bounding the range in the WHERE
+// clause alone let the planner range over the rest of the window, so a filter matching nothing
+// read the whole table in one step. Counted where it shows: every command read is joined to its
+// device, here through a temporary view (it shadows the table on this connection) that counts them.
+t.test('sqlite-store: a scan step reads no more than examine commands, whatever its filters', async (t) => {
+  const filename = file()
+  const builder = sqliteStore(filename)
+  builder.transaction(() => {
+    builder.saveDevice(device({ id: 'dev', networkId: 1 }))
+    for (let i = 0; i < 500; i++) builder.insertCommand(command({ timestamp: i }))
+  })
+  await builder.close()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  let joined = 0
+  db.function('joined', () => ++joined)
+  const store = sqliteStore(db)
+  t.teardown(() => { store.close() })
+  // Created after the store has prepared its statements (its writes could not prepare against
+  // a view): SQLite prepares a statement again after a schema change, and then reads the view.
+  db.exec('CREATE TEMP VIEW devices AS SELECT * FROM main.devices WHERE joined() > 0')
+  for (const [order, deviceId] of [['ASC', undefined], ['DESC', undefined], ['ASC', 'dev'], ['DESC', 'dev']] as const) {
+    joined = 0
+    const page = store.scanCommands({ order, deviceId, networkIds: [2], examine: 10, take: 5 }, 0)
+    t.strictSame(page.rows, [], `${order}${deviceId === undefined ? '' : ', one device'}: nothing matches`)
+    t.ok(page.next !== undefined, 'and the scan goes on')
+    t.ok(joined <= 10, `${order}${deviceId === undefined ? '' : ', one device'}: ${joined} commands read, of 500`)
+  }
+  joined = 0
+  t.equal(store.scanCommands({ order: 'ASC', networkIds: [1], examine: 10, take: 5 }, 0).rows.length, 5, 'a matching filter finds its rows')
+  t.ok(joined <= 5, `and reads no further (${joined})`)
 })
 
 t.test('sqlite-store: deviceCacheBytes is checked before the file is created', async (t) => {
