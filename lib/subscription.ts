@@ -84,7 +84,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   }
 
   deliver (event: CommandEvent): void {
-    if (this.#ended || !canSee(this.#spec.grant, event.networkId, event.deviceTypeId)) return
+    // A closed session's subscriptions stay filed until the reaper ends them: they send nothing.
+    if (this.#ended || this.#spec.session.closed || !canSee(this.#spec.grant, event.networkId, event.deviceTypeId)) return
     const waiting = this.#waiting
     if (waiting === undefined) {
       this.#send(event.command)
@@ -106,8 +107,8 @@ export class Subscription implements Subscriber, SessionSubscription {
     try {
       while (!replay.done) {
         await nextTurn()
-        // Ended, or live events outran it: either way the replay is over.
-        if (this.#waiting === undefined) return
+        // Ended, its session closed, or live events outran it: either way the replay is over.
+        if (this.#waiting === undefined || this.#spec.session.closed) return
         this.#replayed(replay.step())
       }
     } catch (err) {
