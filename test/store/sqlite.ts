@@ -10,7 +10,7 @@ import { BrokerError } from '../../lib/errors.js'
 import { lockFile } from '../../lib/store/file-lock.js'
 import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
 import type { DeviceRecord, Store } from '../../lib/store/store.js'
-import { command, device, storeSuite } from '../fixtures/store-suite.js'
+import { command, device, scanAll, storeSuite } from '../fixtures/store-suite.js'
 import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
 
 const dir = t.testdir()
@@ -152,7 +152,7 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   sqliteStore(filename).close()
   const db = new Database(filename)
   t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'PRAGMA user_version is SCHEMA_VERSION')
-  t.equal(SCHEMA_VERSION, 1)
+  t.equal(SCHEMA_VERSION, 2)
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
   t.strictSame(tables, ['commands', 'devices', 'meta'])
   db.close()
@@ -178,6 +178,69 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   expectError(t, () => sqliteStore(check), 'ERR_SCHEMA', 'a newer passed-in database is refused')
   t.equal(check.open, true, 'a passed-in database is not closed')
   check.close()
+})
+
+function scanAllIds (store: Store): number[] {
+  return scanAll(store, { order: 'ASC' }, 0).map((record) => record.id)
+}
+
+// The schema as version 1 wrote it: parameters and result in the middle of a command's row.
+const VERSION_1 = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO meta (key, value) VALUES ('last_command_id', 0);
+  CREATE TABLE devices (id TEXT PRIMARY KEY, name TEXT NOT NULL, data TEXT, network_id INTEGER, device_type_id INTEGER,
+    is_blocked INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE commands (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, command TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL, user_id INTEGER, network_id INTEGER, device_type_id INTEGER, parameters TEXT, lifetime INTEGER,
+    status TEXT, result TEXT, expires_at INTEGER, updated INTEGER NOT NULL);
+  CREATE INDEX commands_device_time ON commands (device_id, timestamp);
+  CREATE INDEX commands_time ON commands (timestamp);
+  PRAGMA user_version = 1;
+`
+
+// A column after a large value is read through its overflow pages: recovery reads
+// (id, expires_at) of every command, and scans check expiry, so the large columns come last.
+t.test('sqlite-store: a version 1 file migrates, its commands intact, the large columns moved last', async (t) => {
+  const filename = file()
+  const old = new Database(filename)
+  old.exec(VERSION_1)
+  old.prepare("INSERT INTO devices VALUES ('dev', 'dev', null, 1, 2, 0)").run()
+  const insert = old.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id, device_type_id,
+    parameters, lifetime, status, result, expires_at, updated) VALUES (?, 'dev', ?, ?, ?, 7, 1, 2, ?, ?, ?, ?, ?, ?)`)
+  insert.run(1, 'small', 100, 100, '{"a":1}', null, null, null, null, 0)
+  insert.run(2, 'large', 200, 250, JSON.stringify({ blob: 'x'.repeat(20_000) }), 60, 'done', '{"ok":true}', 60_200, 1)
+  insert.run(5, 'last', 300, 300, null, 10, null, null, 10_300, 0)
+  old.prepare("UPDATE meta SET value = 9 WHERE key = 'last_command_id'").run()
+  old.close()
+
+  const store = sqliteStore(filename)
+  t.equal(store.lastCommandId(), 9, 'the kept last id survives')
+  t.strictSame(store.getCommand(2, 0), {
+    id: 2, command: 'large', timestamp: 200, lastUpdated: 250, userId: 7, deviceId: 'dev', networkId: 1, deviceTypeId: 2,
+    parameters: JSON.stringify({ blob: 'x'.repeat(20_000) }), lifetime: 60, status: 'done', result: '{"ok":true}', expiresAt: 60_200, updated: true
+  }, 'every field of a command survives')
+  t.strictSame(scanAllIds(store), [1, 2, 5], 'and every command, in order')
+  t.strictSame(store.expiringCommands(0, 9, 10), { entries: [[2, 60_200], [5, 10_300]], next: undefined })
+  t.equal(store.insertCommand(command()), 10, 'new commands go on from there')
+  await store.close()
+
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+  const columns = db.prepare('SELECT name FROM pragma_table_info(\'commands\')').pluck().all()
+  t.strictSame(columns.slice(-2), ['parameters', 'result'], 'the large columns last')
+  t.strictSame(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'commands' ORDER BY name").pluck().all(),
+    ['commands_device_time', 'commands_time'], 'the indexes are back')
+  t.strictSame(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all(), ['commands', 'devices', 'meta'],
+    'nothing left of the rebuild')
+})
+
+t.test('sqlite-store: a new file has the large columns last', async (t) => {
+  const filename = file()
+  await sqliteStore(filename).close()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  t.strictSame(db.prepare('SELECT name FROM pragma_table_info(\'commands\')').pluck().all().slice(-2), ['parameters', 'result'])
 })
 
 t.test('sqlite-store: a passed-in Database is used but not closed', async (t) => {
