@@ -397,6 +397,10 @@ class SqliteStore implements Store {
       ? undefined
       : startCheckpointer(config.file, {
         synchronous: config.checkpoint,
+        // Past WAL_SHORT the writer is outrunning checkpoints every 100 ms: they go back to back,
+        // so that an inline checkpoint, should the WAL pass WAL_LONG, finds little left to copy
+        // (it copies all that is left, in the committing call: 40 ms steps of device/delete).
+        hurryPages: WAL_SHORT,
         onFailure: checkpointInline.bind(null, db),
         onProgress: pace.bind(null, db)
       })
