@@ -93,9 +93,9 @@ class Node implements Link {
     bucket.size++
   }
 
+  // Once only: the remover that calls it is idempotent.
   unlink (): void {
-    const bucket = this.bucket
-    if (bucket === undefined) return
+    const bucket = this.bucket as Bucket
     this.bucket = undefined
     this.prev.next = this.next
     this.next.prev = this.prev

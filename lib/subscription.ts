@@ -128,8 +128,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   #live (): void {
     const waiting = this.#waiting
     this.#waiting = undefined
-    // Ended (a push may close its own session) or already live: nothing waits.
-    if (waiting === undefined) return
+    // Ended, already live, or its session closed (a push may close its own): nothing to send.
+    if (waiting === undefined || this.#spec.session.closed) return
     for (const event of waiting) {
       if (!this.#sent.has(this.#key(event.record))) this.#send(event.command)
     }
