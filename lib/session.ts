@@ -154,9 +154,9 @@ export class Reaper {
     while (budget > 0 && this.#head < queue.length) {
       const state = queue[this.#head] as SessionState
       const { subscriptions } = state
-      for (const [id, subscription] of subscriptions) {
+      for (const subscription of subscriptions.values()) {
         subscription.end()
-        subscriptions.delete(id)
+        subscriptions.delete(subscription.id)
         if (--budget === 0) break
       }
       if (subscriptions.size > 0) break
