@@ -39,12 +39,24 @@ db.pragma('synchronous = ' + workerData.synchronous)
 parentPort.postMessage('ready')
 let copied = 0
 const checkpoint = () => {
-  const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
-  parentPort.postMessage(log)
+  let [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
   // The counts start again when the WAL does.
   const fresh = checkpointed !== copied
+  const hurry = fresh && log > workerData.hurryPages
+  if (hurry && checkpointed === log) {
+    // All copied, yet a writer that never pauses never restarts the WAL: restart it here, if
+    // the writer lock is free this instant (no wait), which costs the writer little, as there
+    // is next to nothing left to copy. Else the WAL grows until the writer checkpoints inline.
+    db.pragma('busy_timeout = 0')
+    try {
+      [{ log, checkpointed }] = db.pragma('wal_checkpoint(RESTART)')
+    } finally {
+      db.pragma('busy_timeout = 5000')
+    }
+  }
   copied = checkpointed
-  return fresh && log > workerData.hurryPages
+  parentPort.postMessage(log)
+  return hurry
 }
 // A long WAL that is still being written: checkpoints back to back, so that what is left to
 // copy stays small for the writer, which checkpoints inline once the WAL is too long.

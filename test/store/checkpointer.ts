@@ -37,7 +37,7 @@ t.test('checkpointer: reports the WAL length after each checkpoint', async (t) =
 
 // Under a writer that outruns checkpoints every `interval`, the frames left to copy pile up,
 // and the writer's own inline checkpoint (lib/store/sqlite.ts, pace) copies them all in one call.
-t.test('checkpointer: past hurryPages, a checkpoint that copied frames is followed at once by the next', async (t) => {
+t.test('checkpointer: past hurryPages, a checkpoint that copied frames is followed at once by the next, and restarts a WAL all copied', async (t) => {
   const db = walFile(t.testdir())
   t.teardown(() => { db.close() })
   const lengths: number[] = []
@@ -55,6 +55,10 @@ t.test('checkpointer: past hurryPages, a checkpoint that copied frames is follow
   await twice
   clearInterval(keepAlive)
   t.ok(lengths.every((pages) => pages > 1), `the WAL was past hurryPages: ${lengths.join(', ')}`)
+  // All copied and no writer at work: the worker restarted the WAL, so the next write starts it over.
+  db.prepare('INSERT INTO t VALUES (?)').run(-1)
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>
+  t.ok((status?.log ?? Infinity) < (lengths[0] as number), `the WAL restarted: ${status?.log} frames after one more write`)
   await checkpointer.close()
   t.equal(lengths.length, 3, 'the second copied nothing new, so the next waited (for close)')
 })
