@@ -95,7 +95,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   }
 
   deliver (event: CommandEvent): void {
-    if (this.#ended || !canSee(this.#spec.grant, event.networkId, event.deviceTypeId)) return
+    // A closed session's subscriptions stay filed until the reaper ends them: they send nothing.
+    if (this.#ended || this.#spec.session.closed || !canSee(this.#spec.grant, event.networkId, event.deviceTypeId)) return
     const waiting = this.#waiting
     if (waiting === undefined) {
       this.#send(event.command)
@@ -117,12 +118,12 @@ export class Subscription implements Subscriber, SessionSubscription {
     try {
       while (!replay.done) {
         await nextTurn()
-        // Ended, or live events outran it: either way the replay is over.
-        if (this.#waiting === undefined) return
+        // Ended, its session closed, or live events outran it: either way the replay is over.
+        if (this.#waiting === undefined || this.#spec.session.closed) return
         const step = replay.step()
         const rows = step instanceof Promise ? await step : step
         // Ended meanwhile (a store that answers later): nothing more goes out.
-        if (this.#waiting === undefined) return
+        if (this.#waiting === undefined || this.#spec.session.closed) return
         this.#replayed(rows)
       }
     } catch (err) {
@@ -142,8 +143,8 @@ export class Subscription implements Subscriber, SessionSubscription {
   #live (): void {
     const waiting = this.#waiting
     this.#waiting = undefined
-    // Ended (a push may close its own session) or already live: nothing waits.
-    if (waiting === undefined) return
+    // Ended, already live, or its session closed (a push may close its own): nothing to send.
+    if (waiting === undefined || this.#spec.session.closed) return
     for (const event of waiting) {
       if (!this.#sent.has(this.#key(event.record))) this.#send(event.command)
     }

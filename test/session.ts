@@ -3,7 +3,8 @@ import type { Broker } from '../lib/broker.js'
 import { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
 import type { Command, Push, Reply } from '../lib/schema.js'
-import type { Session } from '../lib/session.js'
+import { FanOut } from '../lib/fan-out.js'
+import { Reaper, reaper, SessionState, type Session } from '../lib/session.js'
 import type { Store } from '../lib/store/store.js'
 import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NO_COMMAND, NO_COMMAND_ID, NO_DEVICE_ID, overridable, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
@@ -1044,6 +1045,92 @@ t.test('session: broker.close() closes every session', async (t) => {
   }
   a.session.close()
   t.equal(a.session.closed, true, 'closing again is harmless')
+})
+
+// Closing is O(1) a session: its subscriptions end over later turns (lib/session.ts, Reaper),
+// so a gateway whose connections all drop does not block the event loop for a second.
+t.test('session: a closed session\'s subscriptions push nothing while they wait, and then leave the fan-out', async (t) => {
+  const { broker, admin, device, insert } = setup(t)
+  await device('lamp-1')
+  const fanOuts = new Set<FanOut>()
+  const { add } = FanOut.prototype
+  FanOut.prototype.add = function (this: FanOut, subscriber) {
+    fanOuts.add(this)
+    return add.call(this, subscriber)
+  }
+  t.teardown(() => { FanOut.prototype.add = add })
+  const sessions = await Promise.all(Array.from({ length: 3 }, async () => await connect(broker, admin)))
+  for (const { session } of sessions) {
+    for (let k = 0; k < 4; k++) await subscribe(session, k % 2 === 0 ? { deviceId: 'lamp-1' } : { networkIds: [1] })
+  }
+  const [fanOut] = fanOuts
+  t.equal(fanOut?.size, 12)
+  const waiting = reaper.size
+  for (const { session } of sessions) session.close()
+  t.equal(reaper.size, waiting + 3, 'the sessions wait for the reaper')
+  t.equal(fanOut?.size, 12, 'their subscriptions are still filed')
+  t.equal((await insert('lamp-1', { command: 'meanwhile' })).status, 'success')
+  t.same(sessions.flatMap(({ pushes }) => pushes), [], 'and push nothing')
+  for (let i = 0; i < 10 && reaper.size > 0; i++) await turn()
+  t.equal(reaper.size, 0, 'the reaper is done')
+  t.equal(fanOut?.size, 0, 'every subscription has left the fan-out')
+})
+
+t.test('session: the reaper ends a bounded number of subscriptions per turn, oldest session first', async (t) => {
+  const host = { dispatch: async () => ({ action: null, status: 'success' }) as unknown as Reply, pushFailed: () => {}, closed: () => {} }
+  const ended: string[] = []
+  const state = (name: string, count: number): SessionState => {
+    const s = new SessionState(host, () => {})
+    for (let i = 0; i < count; i++) s.subscriptions.set(i, { id: i, listing: undefined as never, end: () => { ended.push(`${name}${i}`) } })
+    return s
+  }
+  const small = new Reaper(3)
+  const a = state('a', 4)
+  const b = state('b', 2)
+  const c = state('c', 2)
+  small.add(state('none', 0))
+  t.equal(small.size, 0, 'a session without subscriptions is not queued')
+  for (const s of [a, b, c]) small.add(s)
+  t.equal(small.size, 3)
+  t.same(ended, [], 'nothing ends in the closing turn')
+  await turn()
+  t.same(ended, ['a0', 'a1', 'a2'], 'at most three a turn')
+  // Ended meanwhile by someone else (a device/delete): the reaper finds nothing left.
+  for (const id of [...b.subscriptions.keys()]) b.subscriptions.delete(id)
+  await turn()
+  t.same(ended, ['a0', 'a1', 'a2', 'a3', 'c0', 'c1'])
+  t.equal(small.size, 0)
+  t.same([a, b, c].map((s) => s.subscriptions.size), [0, 0, 0], 'every session lets go of its subscriptions')
+  small.add(state('d', 1))
+  await turn()
+  t.same(ended.slice(-1), ['d0'], 'and the reaper starts again for the next')
+})
+
+t.test('session: a history replay stops when its session closes', async (t) => {
+  const store = memoryStore()
+  let scans = 0
+  const counting = overridable(store)
+  const scan = counting.scanCommands
+  counting.scanCommands = (...args) => { scans++; return scan(...args) }
+  const { broker, admin, device, insert } = setup(t, {}, counting)
+  await device('lamp-1')
+  for (let i = 0; i < 40; i++) await insert('lamp-1', { command: `c${i}`, timestamp: iso(i + 1) })
+  const open = await connect(broker, admin)
+  scans = 0
+  await subscribe(open.session, { timestamp: iso(0), limit: 40 })
+  for (let i = 0; i < 20; i++) await turn()
+  t.equal(open.pushes.length, 40, 'a replay to the end')
+  const steps = scans
+  t.ok(steps > 1, `takes several steps (${steps})`)
+  const { session, pushes } = await connect(broker, admin)
+  scans = 0
+  await subscribe(session, { timestamp: iso(0), limit: 40 })
+  t.equal(scans, 1, 'the first step comes with the reply')
+  const sent = pushes.length
+  session.close()
+  for (let i = 0; i < 20; i++) await turn()
+  t.equal(scans, 1, 'no step after the close')
+  t.equal(pushes.length, sent, 'nor a push')
 })
 
 t.test('session: a push that throws is reported as ERR_PUSH and other sessions still receive theirs', async (t) => {

@@ -7,6 +7,11 @@ export interface CheckpointerOptions {
   synchronous: 'full' | 'normal'
   /** How often to checkpoint, ms. Default 100. */
   interval?: number
+  /**
+   * WAL length, in pages, past which a checkpoint that copied anything is followed at once by
+   * the next instead of after `interval`. Default: never.
+   */
+  hurryPages?: number
   /** Called if the worker fails; the caller should fall back to checkpointing inline. */
   onFailure: (error: Error) => void
   /**
@@ -32,21 +37,44 @@ const Database = require(workerData.module)
 const db = new Database(workerData.file, { timeout: 5000 })
 db.pragma('synchronous = ' + workerData.synchronous)
 parentPort.postMessage('ready')
+let copied = 0
 const checkpoint = () => {
-  const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)')
+  let [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
+  // The counts start again when the WAL does.
+  const fresh = checkpointed !== copied
+  const hurry = fresh && log > workerData.hurryPages
+  if (hurry && checkpointed === log) {
+    // All copied, yet a writer that never pauses never restarts the WAL: restart it here, if
+    // the writer lock is free this instant (no wait), which costs the writer little, as there
+    // is next to nothing left to copy. Else the WAL grows until the writer checkpoints inline.
+    db.pragma('busy_timeout = 0')
+    try {
+      [{ log, checkpointed }] = db.pragma('wal_checkpoint(RESTART)')
+    } finally {
+      db.pragma('busy_timeout = 5000')
+    }
+  }
+  copied = checkpointed
   parentPort.postMessage(log)
+  return hurry
 }
-const timer = setInterval(() => {
+// A long WAL that is still being written: checkpoints back to back, so that what is left to
+// copy stays small for the writer, which checkpoints inline once the WAL is too long.
+let timer
+const run = () => {
+  let hurry
   try {
-    checkpoint()
+    hurry = checkpoint()
   } catch (err) {
-    clearInterval(timer)
     db.close()
     throw err
   }
-}, workerData.interval)
+  timer = setTimeout(run, hurry ? 0 : workerData.interval)
+}
+// The first at once: a WAL left by a process that never closed its store is folded in now.
+timer = setTimeout(run, 0)
 parentPort.once('message', () => {
-  clearInterval(timer)
+  clearTimeout(timer)
   try {
     checkpoint()
   } finally {
@@ -68,12 +96,12 @@ const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
  * at the next open).
  */
 export function startCheckpointer (file: string, options: CheckpointerOptions): Checkpointer {
-  const { synchronous, interval = 100, onFailure, onProgress } = options
+  const { synchronous, interval = 100, hurryPages = Infinity, onFailure, onProgress } = options
   const worker = new Worker(SOURCE, {
     eval: true,
     // Plain CommonJS needs none of the parent's flags (loaders, test hooks...).
     execArgv: [],
-    workerData: { module: BETTER_SQLITE3, file, synchronous, interval }
+    workerData: { module: BETTER_SQLITE3, file, synchronous, interval, hurryPages }
   })
   const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
   let opened!: () => void

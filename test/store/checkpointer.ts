@@ -35,6 +35,34 @@ t.test('checkpointer: reports the WAL length after each checkpoint', async (t) =
   t.ok(lengths.every((pages) => Number.isInteger(pages) && pages > 0), `WAL lengths in pages: ${lengths.join(', ')}`)
 })
 
+// Under a writer that outruns checkpoints every `interval`, the frames left to copy pile up,
+// and the writer's own inline checkpoint (lib/store/sqlite.ts, pace) copies them all in one call.
+t.test('checkpointer: past hurryPages, a checkpoint that copied frames is followed at once by the next, and restarts a WAL all copied', async (t) => {
+  const db = walFile(t.testdir())
+  t.teardown(() => { db.close() })
+  const lengths: number[] = []
+  let reported!: () => void
+  const twice = new Promise<void>((resolve) => { reported = resolve })
+  // An hour between checkpoints: only the first (at start) and the one hurried after it come.
+  const checkpointer = startCheckpointer(db.name, {
+    synchronous: 'normal',
+    interval: 3_600_000,
+    hurryPages: 1,
+    onFailure: (err) => t.fail(String(err)),
+    onProgress: (pages) => { if (lengths.push(pages) === 2) reported() }
+  })
+  const keepAlive = setInterval(() => {}, 1000)
+  await twice
+  clearInterval(keepAlive)
+  t.ok(lengths.every((pages) => pages > 1), `the WAL was past hurryPages: ${lengths.join(', ')}`)
+  // All copied and no writer at work: the worker restarted the WAL, so the next write starts it over.
+  db.prepare('INSERT INTO t VALUES (?)').run(-1)
+  const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>
+  t.ok((status?.log ?? Infinity) < (lengths[0] as number), `the WAL restarted: ${status?.log} frames after one more write`)
+  await checkpointer.close()
+  t.equal(lengths.length, 3, 'the second copied nothing new, so the next waited (for close)')
+})
+
 t.test('checkpointer: a worker that cannot open its file reports the failure', async (t) => {
   const failed = await new Promise<Error>((resolve) => {
     startCheckpointer(join(t.testdir(), 'missing', 'dir', 'x.db'), { synchronous: 'normal', onFailure: resolve, onProgress: () => {} })

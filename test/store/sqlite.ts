@@ -10,7 +10,7 @@ import { BrokerError } from '../../lib/errors.js'
 import { lockFile } from '../../lib/store/file-lock.js'
 import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
 import type { DeviceRecord, SyncStore } from '../../lib/store/store.js'
-import { batch, command, device, insertSync, storeSuite, updateSync } from '../fixtures/store-suite.js'
+import { batch, command, device, insertSync, scanAll, storeSuite, updateSync } from '../fixtures/store-suite.js'
 import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
 
 const dir = t.testdir()
@@ -152,7 +152,7 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   sqliteStore(filename).close()
   const db = new Database(filename)
   t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'PRAGMA user_version is SCHEMA_VERSION')
-  t.equal(SCHEMA_VERSION, 1)
+  t.equal(SCHEMA_VERSION, 2)
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
   t.strictSame(tables, ['commands', 'devices', 'meta'])
   db.close()
@@ -178,6 +178,69 @@ t.test('sqlite-store: the schema version is written and checked', async (t) => {
   expectError(t, () => sqliteStore(check), 'ERR_SCHEMA', 'a newer passed-in database is refused')
   t.equal(check.open, true, 'a passed-in database is not closed')
   check.close()
+})
+
+function scanAllIds (store: SyncStore): number[] {
+  return scanAll(store, { order: 'ASC' }, 0).map((record) => record.id)
+}
+
+// The schema as version 1 wrote it: parameters and result in the middle of a command's row.
+const VERSION_1 = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO meta (key, value) VALUES ('last_command_id', 0);
+  CREATE TABLE devices (id TEXT PRIMARY KEY, name TEXT NOT NULL, data TEXT, network_id INTEGER, device_type_id INTEGER,
+    is_blocked INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE commands (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, command TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL, user_id INTEGER, network_id INTEGER, device_type_id INTEGER, parameters TEXT, lifetime INTEGER,
+    status TEXT, result TEXT, expires_at INTEGER, updated INTEGER NOT NULL);
+  CREATE INDEX commands_device_time ON commands (device_id, timestamp);
+  CREATE INDEX commands_time ON commands (timestamp);
+  PRAGMA user_version = 1;
+`
+
+// A column after a large value is read through its overflow pages: recovery reads
+// (id, expires_at) of every command, and scans check expiry, so the large columns come last.
+t.test('sqlite-store: a version 1 file migrates, its commands intact, the large columns moved last', async (t) => {
+  const filename = file()
+  const old = new Database(filename)
+  old.exec(VERSION_1)
+  old.prepare("INSERT INTO devices VALUES ('dev', 'dev', null, 1, 2, 0)").run()
+  const insert = old.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id, device_type_id,
+    parameters, lifetime, status, result, expires_at, updated) VALUES (?, 'dev', ?, ?, ?, 7, 1, 2, ?, ?, ?, ?, ?, ?)`)
+  insert.run(1, 'small', 100, 100, '{"a":1}', null, null, null, null, 0)
+  insert.run(2, 'large', 200, 250, JSON.stringify({ blob: 'x'.repeat(20_000) }), 60, 'done', '{"ok":true}', 60_200, 1)
+  insert.run(5, 'last', 300, 300, null, 10, null, null, 10_300, 0)
+  old.prepare("UPDATE meta SET value = 9 WHERE key = 'last_command_id'").run()
+  old.close()
+
+  const store = sqliteStore(filename)
+  t.equal(store.lastCommandId(), 9, 'the kept last id survives')
+  t.strictSame(store.getCommand(2, 0), {
+    id: 2, command: 'large', timestamp: 200, lastUpdated: 250, userId: 7, deviceId: 'dev', networkId: 1, deviceTypeId: 2,
+    parameters: JSON.stringify({ blob: 'x'.repeat(20_000) }), lifetime: 60, status: 'done', result: '{"ok":true}', expiresAt: 60_200, updated: true
+  }, 'every field of a command survives')
+  t.strictSame(scanAllIds(store), [1, 2, 5], 'and every command, in order')
+  t.strictSame(store.expiringCommands(0, 9, 10), { entries: [[2, 60_200], [5, 10_300]], next: undefined })
+  t.equal(insertSync(store, command()), 10, 'new commands go on from there')
+  await store.close()
+
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+  const columns = db.prepare('SELECT name FROM pragma_table_info(\'commands\')').pluck().all()
+  t.strictSame(columns.slice(-2), ['parameters', 'result'], 'the large columns last')
+  t.strictSame(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'commands' ORDER BY name").pluck().all(),
+    ['commands_device_time', 'commands_time'], 'the indexes are back')
+  t.strictSame(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all(), ['commands', 'devices', 'meta'],
+    'nothing left of the rebuild')
+})
+
+t.test('sqlite-store: a new file has the large columns last', async (t) => {
+  const filename = file()
+  await sqliteStore(filename).close()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  t.strictSame(db.prepare('SELECT name FROM pragma_table_info(\'commands\')').pluck().all().slice(-2), ['parameters', 'result'])
 })
 
 t.test('sqlite-store: a passed-in Database is used but not closed', async (t) => {
@@ -312,7 +375,7 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
   const statements = seen.sql.filter((sql) => /FROM commands|UPDATE commands/.test(sql))
   t.ok(statements.length >= 14, `${statements.length} statements read commands`)
   const params: Record<string, unknown> = {
-    deviceId: 'd1', now: 0, timestamp: 0, id: 0, after: -1, before: 1e15, offset: 1023, boundTimestamp: 1e15, boundId: 1e15,
+    deviceId: 'd1', now: 0, timestamp: 0, id: 0, after: -1, before: 1e15, offset: 1023, examine: 1024, boundTimestamp: 1e15, boundId: 1e15,
     names: '["c1"]', command: 'c1', status: 's1', networks: '[1]', deviceTypes: null, updatedAfter: null, take: 10, skip: 0,
     start: 1, end: 200, limit: 11, setStatus: 1, setResult: 0, result: null, lastUpdated: 5
   }
@@ -331,6 +394,37 @@ t.test('sqlite-store: every read of commands searches an index, and a scan step 
       t.notOk(details.some((d) => d.includes('TEMP B-TREE')), `${label}: the index gives the order (${details.join('; ')})`)
     }
   }
+})
+
+// A step's rows must come from its own `examine` index entries: bounding the range in the WHERE
+// clause alone let the planner range over the rest of the window, so a filter matching nothing
+// read the whole table in one step. Counted where it shows: every command read is joined to its
+// device, here through a temporary view (it shadows the table on this connection) that counts them.
+t.test('sqlite-store: a scan step reads no more than examine commands, whatever its filters', async (t) => {
+  const filename = file()
+  const builder = sqliteStore(filename)
+  builder.saveDevice(device({ id: 'dev', networkId: 1 }))
+  builder.commit(batch({ inserts: Array.from({ length: 500 }, (_, i) => command({ timestamp: i })) }), 0)
+  await builder.close()
+  const db = new Database(filename)
+  t.teardown(() => { db.close() })
+  let joined = 0
+  db.function('joined', () => ++joined)
+  const store = sqliteStore(db)
+  t.teardown(() => { store.close() })
+  // Created after the store has prepared its statements (its writes could not prepare against
+  // a view): SQLite prepares a statement again after a schema change, and then reads the view.
+  db.exec('CREATE TEMP VIEW devices AS SELECT * FROM main.devices WHERE joined() > 0')
+  for (const [order, deviceId] of [['ASC', undefined], ['DESC', undefined], ['ASC', 'dev'], ['DESC', 'dev']] as const) {
+    joined = 0
+    const page = store.scanCommands({ order, deviceId, networkIds: [2], examine: 10, take: 5 }, 0)
+    t.strictSame(page.rows, [], `${order}${deviceId === undefined ? '' : ', one device'}: nothing matches`)
+    t.ok(page.next !== undefined, 'and the scan goes on')
+    t.ok(joined <= 10, `${order}${deviceId === undefined ? '' : ', one device'}: ${joined} commands read, of 500`)
+  }
+  joined = 0
+  t.equal(store.scanCommands({ order: 'ASC', networkIds: [1], examine: 10, take: 5 }, 0).rows.length, 5, 'a matching filter finds its rows')
+  t.ok(joined <= 5, `and reads no further (${joined})`)
 })
 
 t.test('sqlite-store: deviceCacheBytes is checked before the file is created', async (t) => {
