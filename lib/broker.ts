@@ -3,6 +3,7 @@ import { ACTIONS, ORDERED, WRITES, type Action, type Request, type Result } from
 import { BrokerError, isBrokerError, ProtocolError } from './errors.js'
 import { Core, type BrokerEvents, type Message } from './core.js'
 import type { RecoveryReport } from './expiry.js'
+import { invoke, type InvokeOptions, type InvokeRequest } from './invoke.js'
 import { WriteOp } from './group-commit.js'
 import { INTERNAL_ERROR, MALFORMED_JSON, unknownAction, validationFailed } from './messages.js'
 import { resolveOptions, type BrokerOptions } from './options.js'
@@ -137,6 +138,21 @@ export class Broker {
     })
   }
 
+  /**
+   * Sends a command and waits for its device's answer: inserts `request.command` for
+   * `request.deviceId` as `command/insert` would (with `token`, which must also allow reading
+   * commands, permission 5), then resolves with the command (twelve keys, deeply frozen) as it
+   * stands after its first `command/update`, from whichever process the device is on. Rejects
+   * with a `BrokerError`: `ERR_REFUSED` (the insert's error reply in `reply`), `ERR_EXPIRED`
+   * (its lifetime ran out first), `ERR_TIMEOUT` (`options.timeout` ms passed first, on the
+   * broker's clock), `ERR_ABORTED` (`options.signal`), `ERR_CLOSED`. A timed-out or aborted
+   * invocation leaves the command to its lifetime: give it one, or it waits for ever in the
+   * store. Throws `TypeError`/`RangeError` for a bad request or options.
+   */
+  invoke (request: InvokeRequest, token: unknown, options?: InvokeOptions): Promise<Command> {
+    return invoke(this.#core, (message, as) => this.handle(message, as), request, token, options)
+  }
+
   /** Adds a listener for `expired` or `error`. A listener that throws is reported on `error`. */
   on<K extends keyof BrokerEvents>(type: K, listener: (value: BrokerEvents[K]) => void): void {
     this.#core.events.on(type, listener as (value: unknown) => void)
@@ -168,6 +184,7 @@ export class Broker {
     if (flushed instanceof Promise) await flushed
     core.stopListening()
     for (const state of core.sessions) state.close()
+    for (const close of [...core.invocations]) close()
     try {
       await core.store.close()
     } catch (err) {

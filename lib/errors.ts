@@ -1,3 +1,5 @@
+import type { ErrorReply } from './schema.js'
+
 /**
  * The in-process error: every error this library throws or reports on the
  * broker's `error` event is a `BrokerError` with a stable string `code`, so
@@ -8,10 +10,13 @@ export class BrokerError extends Error {
   override readonly name = 'BrokerError'
   /** Stable machine-readable code; see {@link BrokerErrorCode}. */
   readonly code: BrokerErrorCode
+  /** With `ERR_REFUSED`: the error reply the request got. */
+  readonly reply?: ErrorReply
 
-  constructor (code: BrokerErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor (code: BrokerErrorCode, message: string, options?: { cause?: unknown, reply?: ErrorReply }) {
     super(message, options)
     this.code = code
+    if (options?.reply !== undefined) this.reply = options.reply
   }
 }
 
@@ -32,6 +37,10 @@ export class BrokerError extends Error {
  * - `ERR_FILE_MOVED`: the SQLite file was deleted, or another file put in its place, under a
  *   running store. Writes are refused from then on (through a broker: 500, and `ERR_STORE` with
  *   this as `cause`), since the file they would go to is no longer the one at the path.
+ * - `ERR_EXPIRED`: `broker.invoke()`: the command's lifetime ran out before its device answered.
+ * - `ERR_TIMEOUT`: `broker.invoke()`: its `timeout` passed first; the command stays, to its lifetime.
+ * - `ERR_ABORTED`: `broker.invoke()`: its `signal` was aborted (the reason in `cause`); the command stays.
+ * - `ERR_REFUSED`: `broker.invoke()`: the insert was refused; `reply` holds DeviceHive's error reply.
  * - `ERR_INTERNAL`: a bug in this library; the request was answered `500 Internal server error`.
  */
 export type BrokerErrorCode =
@@ -43,6 +52,10 @@ export type BrokerErrorCode =
   | 'ERR_IDS_EXHAUSTED'
   | 'ERR_LOCKED'
   | 'ERR_FILE_MOVED'
+  | 'ERR_EXPIRED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_ABORTED'
+  | 'ERR_REFUSED'
   | 'ERR_INTERNAL'
 
 /**
