@@ -3,6 +3,7 @@ import { ACTIONS, ORDERED, WRITES, type Action, type Request, type Result } from
 import { BrokerError, isBrokerError, ProtocolError } from './errors.js'
 import { Core, type BrokerEvents, type Message } from './core.js'
 import type { RecoveryReport } from './expiry.js'
+import { checkStreamOptions, CommandStream, type CommandStreamOptions } from './command-stream.js'
 import { invoke, type InvokeOptions, type InvokeRequest } from './invoke.js'
 import { WriteOp } from './group-commit.js'
 import { INTERNAL_ERROR, MALFORMED_JSON, unknownAction, validationFailed } from './messages.js'
@@ -153,6 +154,25 @@ export class Broker {
     return invoke(this.#core, (message, as) => this.handle(message, as), request, token, options)
   }
 
+  /**
+   * The commands that match `filter` (as {@link Broker.subscribe} takes it), from now on, as an
+   * async iterable: `for await (const command of broker.commands({ deviceId }))`. It listens
+   * until it ends: `break`, `return()`, `await using`, `options.signal`, or `close()`. A
+   * consumer slower than the commands has `options.bufferSize` (default 1000) of them held for
+   * it; past that, by default, the stream ends with `ERR_OVERFLOW` once it has handed out what
+   * it held (`overflow: 'drop-oldest'` drops the oldest instead and counts them in `dropped`).
+   * Throws `TypeError`/`RangeError` for a bad filter or options, `ERR_CLOSED` once closed.
+   */
+  commands (filter: SubscribeFilter = {}, options: CommandStreamOptions = {}): CommandStream {
+    const core = this.#core
+    if (core.closed) throw new BrokerError('ERR_CLOSED', 'broker.commands: the broker is closed')
+    const checked = checkStreamOptions(options)
+    const close = (): void => { stream.close() }
+    const stream: CommandStream = new CommandStream((deliver) => this.subscribe(filter, deliver), checked, () => { core.closers.delete(close) })
+    if (!stream.ended) core.closers.add(close)
+    return stream
+  }
+
   /** Adds a listener for `expired` or `error`. A listener that throws is reported on `error`. */
   on<K extends keyof BrokerEvents>(type: K, listener: (value: BrokerEvents[K]) => void): void {
     this.#core.events.on(type, listener as (value: unknown) => void)
@@ -184,7 +204,7 @@ export class Broker {
     if (flushed instanceof Promise) await flushed
     core.stopListening()
     for (const state of core.sessions) state.close()
-    for (const close of [...core.invocations]) close()
+    for (const close of [...core.closers]) close()
     try {
       await core.store.close()
     } catch (err) {

@@ -63,8 +63,8 @@ export class Core {
    * write whose device read overlapped one reads the device again.
    */
   readonly deviceWrites = new Map<string, Promise<void>>()
-  /** What closes each `broker.invoke()` still waiting, when the broker closes. */
-  readonly invocations = new Set<() => void>()
+  /** What ends each `broker.invoke()` still waiting and each `broker.commands()` stream, when the broker closes. */
+  readonly closers = new Set<() => void>()
   deviceGeneration = 0
   /** Expires commands when their time comes: the timer wheel and start-up recovery. */
   readonly expiry: Expiry

@@ -41,6 +41,7 @@ export class BrokerError extends Error {
  * - `ERR_TIMEOUT`: `broker.invoke()`: its `timeout` passed first; the command stays, to its lifetime.
  * - `ERR_ABORTED`: `broker.invoke()`: its `signal` was aborted (the reason in `cause`); the command stays.
  * - `ERR_REFUSED`: `broker.invoke()`: the insert was refused; `reply` holds DeviceHive's error reply.
+ * - `ERR_OVERFLOW`: a `broker.commands()` stream's consumer fell `bufferSize` commands behind.
  * - `ERR_INTERNAL`: a bug in this library; the request was answered `500 Internal server error`.
  */
 export type BrokerErrorCode =
@@ -56,6 +57,7 @@ export type BrokerErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_ABORTED'
   | 'ERR_REFUSED'
+  | 'ERR_OVERFLOW'
   | 'ERR_INTERNAL'
 
 /**

@@ -3,6 +3,8 @@
 export { createBroker, Broker } from './broker.js'
 export type { BrokerEvents, RecoveryReport, SubscribeFilter } from './broker.js'
 export type { InvokeOptions, InvokeRequest } from './invoke.js'
+export { CommandStream } from './command-stream.js'
+export type { CommandStreamOptions } from './command-stream.js'
 export { Session } from './session.js'
 export type { PushFunction } from './session.js'
 export { DEFAULTS } from './options.js'

@@ -38,7 +38,7 @@ export function invoke (core: Core, insert: (message: object, token: unknown) =>
     const settle = (outcome: Command | BrokerError): void => {
       settled = true
       remove()
-      core.invocations.delete(onClose)
+      core.closers.delete(onClose)
       if (timer !== undefined) core.clock.clearTimeout(timer)
       signal?.removeEventListener('abort', onAbort)
       if (outcome instanceof BrokerError) reject(outcome)
@@ -55,7 +55,7 @@ export function invoke (core: Core, insert: (message: object, token: unknown) =>
     const onAbort = (): void => { settle(aborted(signal as AbortSignal)) }
     const onClose = (): void => { settle(new BrokerError('ERR_CLOSED', 'broker.invoke: the broker closed before the device answered')) }
     signal?.addEventListener('abort', onAbort, { once: true })
-    core.invocations.add(onClose)
+    core.closers.add(onClose)
     if (timeout !== undefined) {
       timer = core.clock.setTimeout(() => { settle(new BrokerError('ERR_TIMEOUT', `broker.invoke: no answer from device ${request.deviceId} within ${timeout} ms`)) }, timeout)
     }
