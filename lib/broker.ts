@@ -16,6 +16,18 @@ import { describeAction, echoable, failure, frameFailure, success } from './wire
 export type { BrokerEvents } from './core.js'
 export type { RecoveryReport } from './expiry.js'
 
+/** What `broker.stats()` answers; see there. */
+export interface BrokerStats {
+  sessions: number
+  subscriptions: number
+  queuedWrites: number
+  timers: number
+  expiryLag: number
+  pendingCommands: number | undefined
+  commits: { count: number, writes: number, lastBatch: number, largestBatch: number, lastMs: number, totalMs: number }
+  storeBytes: number | undefined
+}
+
 /** Which commands an in-process subscription receives; an absent field matches everything. */
 export interface SubscribeFilter {
   /** One device's commands; `networkIds` and `deviceTypeIds` are then not filters. */
@@ -171,6 +183,29 @@ export class Broker {
     const stream: CommandStream = new CommandStream((deliver) => this.subscribe(filter, deliver), checked, () => { core.closers.delete(close) })
     if (!stream.ended) core.closers.add(close)
     return stream
+  }
+
+  /**
+   * What the broker holds and has done, for dashboards and alerts: open sessions, live
+   * subscriptions, writes queued for the next commit, commands armed in the timer wheel and
+   * how late its last firing was (`expiryLag`, ms: a tick at most while the loop keeps up),
+   * pending commands of the devices counted so far (on a shared store, which counts its own,
+   * undefined), the group commits so far (count, writes, last and largest batch, last and
+   * total ms), and the store's size in bytes if it can tell (SQLite: the file and its WAL).
+   */
+  async stats (): Promise<BrokerStats> {
+    const core = this.#core
+    const size = core.store.size?.()
+    return {
+      sessions: core.sessions.size,
+      subscriptions: core.fanOut.size,
+      queuedWrites: core.writes.size,
+      timers: core.expiry.timers,
+      expiryLag: core.expiry.lag,
+      pendingCommands: core.shared === undefined ? core.pending.total : undefined,
+      commits: { ...core.commits },
+      storeBytes: size instanceof Promise ? await size : size
+    }
   }
 
   /** Adds a listener for `expired` or `error`. A listener that throws is reported on `error`. */

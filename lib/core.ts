@@ -1,8 +1,10 @@
+import { performance } from 'node:perf_hooks'
 import mittModule, { type Emitter } from 'mitt'
 import { allows, Authenticator, canSee, type ActionId, type Grant } from './auth.js'
 import type { Clock } from './clock.js'
 import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
 import { LocalBus, type Bus, type BusEvent } from './bus/bus.js'
+import { channels } from './diagnostics.js'
 import { Expiry } from './expiry.js'
 import { CommandEvent, FanOut } from './fan-out.js'
 import { guardStore } from './store/guarded.js'
@@ -69,6 +71,8 @@ export class Core {
   /** Expires commands when their time comes: the timer wheel and start-up recovery. */
   readonly expiry: Expiry
   closed = false
+  /** Group commits so far: how many, their writes, the last and the largest batch, and the time they took (ms). */
+  readonly commits = { count: 0, writes: 0, lastBatch: 0, largestBatch: 0, lastMs: 0, totalMs: 0 }
   #nextSubscriptionId = 1
   // Publishes this broker's own events when its store is not shared.
   readonly #localBus: LocalBus | undefined
@@ -196,6 +200,7 @@ export class Core {
       else updates.push(op)
     }
     const batch: WriteBatch = { inserts, updates, maxPending: this.options.maxPendingPerDevice }
+    const started = performance.now()
     let result
     try {
       result = this.store.commit(batch, this.clock.now())
@@ -203,11 +208,20 @@ export class Core {
       this.#failed(ops, err)
       return
     }
-    if (result instanceof Promise) return result.then((done) => { this.#committed(ops, done) }, (err: unknown) => { this.#failed(ops, err) })
-    this.#committed(ops, result)
+    if (result instanceof Promise) {
+      return result.then((done) => { this.#committed(ops, done, started) }, (err: unknown) => { this.#failed(ops, err) })
+    }
+    this.#committed(ops, result, started)
   }
 
-  #committed (ops: Array<InsertOp | UpdateOp>, result: CommitResult): void {
+  #committed (ops: Array<InsertOp | UpdateOp>, result: CommitResult, started: number): void {
+    const { commits } = this
+    commits.lastMs = performance.now() - started
+    commits.totalMs += commits.lastMs
+    commits.count++
+    commits.writes += ops.length
+    commits.lastBatch = ops.length
+    if (ops.length > commits.largestBatch) commits.largestBatch = ops.length
     let insert = 0
     let update = 0
     for (const op of ops) {
@@ -245,6 +259,7 @@ export class Core {
         const { record } = op
         if (op.refusal !== undefined) continue
         if (record.expiresAt !== null && !this.closed) this.expiry.arm(record.id, record.expiresAt)
+        if (channels.insert.hasSubscribers) channels.insert.publish({ command: new CommandEvent('insert', record, op.device).command })
         // One whose lifetime ran out before it committed is gone for readers already: it is
         // reported when its timer fires, not pushed as new. A shared store published it.
         if (bus !== undefined && this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)) {
@@ -252,20 +267,22 @@ export class Core {
         }
       } else if (op.before !== undefined) {
         const { before, patch } = op
-        if (bus === undefined) continue
-        if (!before.updated) this.pending.uncount(before)
-        if (this.fanOut.has(true)) {
-          bus.publish(new CommandEvent('update', {
-            ...before,
-            status: patch.status === undefined ? before.status : patch.status,
-            result: patch.result === undefined ? before.result : patch.result,
-            lastUpdated: op.lastUpdated,
-            updated: true
-          }, op.device))
-        }
+        if (bus !== undefined && !before.updated) this.pending.uncount(before)
+        const publish = bus !== undefined && this.fanOut.has(true)
+        if (!publish && !channels.update.hasSubscribers) continue
+        const event = new CommandEvent('update', {
+          ...before,
+          status: patch.status === undefined ? before.status : patch.status,
+          result: patch.result === undefined ? before.result : patch.result,
+          lastUpdated: op.lastUpdated,
+          updated: true
+        }, op.device)
+        if (channels.update.hasSubscribers) channels.update.publish({ command: event.command })
+        if (publish) bus.publish(event)
       }
     }
   }
+
 
   /** Publishes an expiry on this broker's own bus; a shared store has published its own. */
   publishExpired (record: CommandRecord, device: DeviceRecord): void {
@@ -303,8 +320,11 @@ export class Core {
   /** Tells the `expired` listeners; one that throws is reported on `error`. */
   emitExpired (record: CommandRecord, device: DeviceRecord): void {
     const listeners = this.events.all.get('expired') as Array<(value: unknown) => void> | undefined
-    if (listeners === undefined || listeners.length === 0) return
+    const observed = channels.expire.hasSubscribers
+    if (!observed && (listeners === undefined || listeners.length === 0)) return
     const command = new CommandEvent('expire', record, device).command
+    if (observed) channels.expire.publish({ command })
+    if (listeners === undefined) return
     for (const listener of listeners.slice()) {
       try {
         listener(command)
@@ -321,6 +341,7 @@ export class Core {
   fail (code: BrokerErrorCode, message: string, cause: unknown): void {
     const original = isBrokerError(cause, 'ERR_STORE') ? cause.cause : cause
     const error = new BrokerError(code, `${message}: ${describeCause(original)}`, { cause: original })
+    if (channels.error.hasSubscribers) channels.error.publish({ error })
     const listeners = this.events.all.get('error') as Array<(value: unknown) => void> | undefined
     if (listeners === undefined || listeners.length === 0) {
       // Nobody listens: say it once on stderr rather than lose it.

@@ -70,6 +70,16 @@ export class Expiry {
     }
   }
 
+  /** Commands armed in the wheel. */
+  get timers (): number {
+    return this.#wheel.size
+  }
+
+  /** How late (ms) the wheel's last firing was for its most overdue command. */
+  get lag (): number {
+    return this.#wheel.lag
+  }
+
   /** Arms a committed command's expiry; nothing once closed. */
   arm (id: number, expiresAt: number): void {
     if (!this.#closed) this.#wheel.add(id, expiresAt)

@@ -1,7 +1,8 @@
 // The package's only entry point: everything public is listed here by name.
 
 export { createBroker, Broker } from './broker.js'
-export type { BrokerEvents, RecoveryReport, SubscribeFilter } from './broker.js'
+export type { BrokerEvents, BrokerStats, RecoveryReport, SubscribeFilter } from './broker.js'
+export { channels } from './diagnostics.js'
 export type { InvokeOptions, InvokeRequest } from './invoke.js'
 export { CommandStream } from './command-stream.js'
 export type { CommandStreamOptions } from './command-stream.js'

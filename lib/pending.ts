@@ -74,6 +74,13 @@ export class PendingCounts {
     if (record.expiresAt === null || record.expiresAt > pending.since) pending.count--
   }
 
+  /** The pending commands of every device counted so far (a device is counted at its first insert). */
+  get total (): number {
+    let total = 0
+    for (const pending of this.#counts.values()) total += pending.count
+    return total
+  }
+
   /** Forgets a device's count (its device was deleted). */
   forget (deviceId: string): void {
     this.#counts.delete(deviceId)

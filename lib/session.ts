@@ -1,3 +1,4 @@
+import { channels } from './diagnostics.js'
 import type { Push, Reply } from './schema.js'
 
 /**
@@ -100,6 +101,7 @@ export class SessionState {
   /** Sends a push, unless the session is closed; a push that throws or rejects is reported. */
   push (push: Push): void {
     if (this.closed) return
+    if (channels.push.hasSubscribers) channels.push.publish({ push })
     try {
       const sent = this.#push(push)
       if (sent instanceof Promise) sent.catch(this.#host.pushFailed)

@@ -53,6 +53,7 @@ export class TimerWheel {
   #lateKeys: number[] = []
   #lateAts: number[] = []
   #size = 0
+  #lag = 0
   // Tick k is the boundary at k * tick ms and holds the entries with ceil(at / tick) === k.
   // Invariant: every entry of a tick before #cursor has fired, and #cursor * tick > the last
   // `now` a run has seen, or #cursor is where a run out of budget stopped.
@@ -110,6 +111,11 @@ export class TimerWheel {
   /** Entries added and neither fired nor cancelled. */
   get size (): number {
     return this.#size
+  }
+
+  /** How late (ms) the most overdue entry of the last firing fired: a tick at most while the loop keeps up. 0 before any. */
+  get lag (): number {
+    return this.#lag
   }
 
   /**
@@ -183,11 +189,12 @@ export class TimerWheel {
     const now = this.#clock.now()
     const nowTick = Math.floor(now / this.#tick)
     const due: number[] = []
+    const earliest = { at: now }
     let budget = this.#budget
     // While running (onExpire included), add() only files entries; the end of the run arms.
     this.#running = true
     try {
-      budget = fire(this.#lateKeys, this.#lateAts, now, budget, due)
+      budget = fire(this.#lateKeys, this.#lateAts, now, budget, due, earliest)
       // Ticks up to nowTick have passed. Ticks further back than one revolution share their
       // slots with later ones: visiting the last `slots` ticks visits every slot once, and the
       // per-entry check fires whatever is due, whichever revolution it belongs to.
@@ -196,7 +203,7 @@ export class TimerWheel {
         const slot = this.#cursor & this.#mask
         const keys = this.#keys[slot]
         if (keys !== undefined) {
-          budget = fire(keys, this.#ats[slot] as number[], now, budget, due)
+          budget = fire(keys, this.#ats[slot] as number[], now, budget, due, earliest)
           if (keys.length === 0) this.#freeSlot(slot)
         }
         // Out of budget, the slot may still hold due entries: stay on it.
@@ -206,6 +213,7 @@ export class TimerWheel {
       this.#size -= due.length
       this.#budget = budget
       if (due.length > 0) {
+        this.#lag = now - earliest.at
         this.#turnEnd ??= setImmediate(this.#onTurnEnd)
         this.#onExpire(due)
       }
@@ -264,10 +272,12 @@ const MAX_DELAY = 2 ** 31 - 1
 
 // Moves up to `budget` entries with at <= now from the parallel arrays into `due`,
 // swapping each with the last element so removal is O(1). Returns the budget left.
-function fire (keys: number[], ats: number[], now: number, budget: number, due: number[]): number {
+function fire (keys: number[], ats: number[], now: number, budget: number, due: number[], earliest: { at: number }): number {
   let i = 0
   while (i < keys.length && budget > 0) {
-    if ((ats[i] as number) <= now) {
+    const at = ats[i] as number
+    if (at <= now) {
+      if (at < earliest.at) earliest.at = at
       due.push(keys[i] as number)
       const last = keys.length - 1
       keys[i] = keys[last] as number

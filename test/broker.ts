@@ -11,6 +11,7 @@ import type { Command, Reply } from '../lib/schema.js'
 import { sqliteStore } from '../lib/store/sqlite.js'
 import type { Store } from '../lib/store/store.js'
 import { laterStore } from './fixtures/later-store.js'
+import { sharedSpace } from './fixtures/shared-store.js'
 import { body, CLOSED, DENIED, errorOf, EXPIRED, INVALID, MALFORMED, NAME, NO_DEVICE_ID, overridable, rawToken, SECRET, setup, START, UNAUTHORIZED } from './fixtures/broker.js'
 
 const TWELVE_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
@@ -914,4 +915,44 @@ t.test('broker: an insert whose lifetime ran out before its commit is reported e
   await new Promise(setImmediate)
   t.equal(expired.length, 1, 'reported as expired')
   t.equal(updates[0]?.status, 'expired', 'and pushed to update subscribers as expired')
+})
+
+t.test('broker: stats() counts sessions, subscriptions, queued writes, timers, pending commands, commits and the store size', async (t) => {
+  const { broker, admin, device, insert, clock } = setup(t)
+  const empty = await broker.stats()
+  t.strictSame(empty, {
+    sessions: 0, subscriptions: 0, queuedWrites: 0, timers: 0, expiryLag: 0, pendingCommands: 0,
+    commits: { count: 0, writes: 0, lastBatch: 0, largestBatch: 0, lastMs: 0, totalMs: 0 },
+    storeBytes: undefined
+  }, 'nothing yet; the memory store does not tell its size')
+  await device('lamp-1')
+  const session = broker.session(() => {})
+  await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1' }, admin)
+  broker.subscribe({}, () => {})
+  await Promise.all([insert('lamp-1', { command: 'a', lifetime: 5 }), insert('lamp-1', { command: 'b', lifetime: 5 }), insert('lamp-1', { command: 'c' })])
+  const queued = broker.handle({ action: 'command/insert', deviceId: 'lamp-1', command: { command: 'd' } }, admin)
+  const stats = await broker.stats()
+  await queued
+  t.equal(stats.sessions, 1)
+  t.equal(stats.subscriptions, 2)
+  t.equal(stats.queuedWrites, 1, 'the insert not committed yet')
+  t.equal(stats.timers, 2, 'two commands with a lifetime armed')
+  t.equal(stats.pendingCommands, 4, 'the queued insert counts already')
+  t.equal(stats.commits.count, 1)
+  t.equal(stats.commits.largestBatch, 3, 'the three inserts made together committed together')
+  t.ok(stats.commits.totalMs >= stats.commits.lastMs && stats.commits.lastMs >= 0)
+  clock.advance(5000)
+  clock.advance(250)
+  const later = await broker.stats()
+  t.equal(later.timers, 0, 'fired')
+  t.ok(later.expiryLag >= 0 && later.expiryLag <= 250, 'fired within the advance that passed their time')
+})
+
+t.test('broker: stats() of a store that tells its size, and of a shared store (pending counted by the store)', async (t) => {
+  const { broker } = setup(t, {}, { ...overridable(memoryStore()), size: () => 12_345 })
+  t.equal((await broker.stats()).storeBytes, 12_345)
+  const later = setup(t, {}, { ...laterStore(), size: () => Promise.resolve(678) })
+  t.equal((await later.broker.stats()).storeBytes, 678)
+  const node = sharedSpace().node()
+  t.equal((await setup(t, {}, node).broker.stats()).pendingCommands, undefined)
 })

@@ -4,7 +4,7 @@ import * as index from '../lib/index.js'
 t.test('index: the only entry point exports exactly the public names', async (t) => {
   t.strictSame(Object.keys(index).sort(), [
     'Action', 'Broker', 'BrokerError', 'CommandStream', 'DEFAULTS', 'LocalBus', 'POSTGRES_SCHEMA_VERSION', 'PostgresBus', 'SCHEMA_VERSION', 'Session',
-    'TimerWheel', 'createBroker', 'deriveKey', 'formatTimestamp', 'manualClock', 'memoryStore', 'parseTimestamp', 'postgresStore',
+    'TimerWheel', 'channels', 'createBroker', 'deriveKey', 'formatTimestamp', 'manualClock', 'memoryStore', 'parseTimestamp', 'postgresStore',
     'signToken', 'sqliteStore', 'systemClock'
   ])
 })

@@ -112,3 +112,13 @@ t.test('pending: on a store that answers later, a step that fails rejects the lo
   failing = false
   t.equal((await counts.load('dev', 0)).count, 6)
 })
+
+t.test('pending: total adds up the counts loaded so far', async (t) => {
+  const inner = storeWith(3)
+  insertOne(inner, command({ deviceId: 'other', timestamp: 1 }))
+  const counts = new PendingCounts(inner, 10)
+  t.equal(counts.total, 0, 'nothing loaded')
+  counts.load('dev', 0)
+  counts.load('other', 0)
+  t.equal(counts.total, 4)
+})

@@ -64,6 +64,20 @@ t.test('timer-wheel: fires each timer once', async (t) => {
   t.equal(fired.length, ats.length, 'nothing fires again')
 })
 
+t.test('timer-wheel: lag is how late the most overdue entry of the last firing fired', async (t) => {
+  const { clock, wheel, fired } = setup({ tick: 10 })
+  t.equal(wheel.lag, 0, 'none before a firing')
+  wheel.add(1, 25)
+  clock.advance(100)
+  t.equal(wheel.lag, (fired[0]?.now as number) - 25, 'when it fired, less when it was due')
+  t.ok(wheel.lag <= 10, 'within a tick')
+  // Entries already overdue when added fire at the next tick, as late as they were.
+  wheel.add(2, clock.now() - 500)
+  wheel.add(3, clock.now() - 200)
+  clock.advance(10)
+  t.ok(wheel.lag >= 500, 'the most overdue one counts')
+})
+
 t.test('timer-wheel: a key added twice fires twice', async (t) => {
   const { clock, wheel, keys } = setup({ tick: 10 })
   wheel.add(7, 30)

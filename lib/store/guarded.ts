@@ -37,9 +37,16 @@ export function guardStore (store: Store): Store {
 class GuardedStore implements Store {
   readonly #store: Store
   readonly shared: SharedSpace | undefined
+  readonly size: (() => Awaitable<number>) | undefined
 
   constructor (store: Store) {
     this.#store = store
+    const { size } = store
+    this.size = typeof size !== 'function'
+      ? undefined
+      : () => {
+          try { return guard(size.call(store)) } catch (err) { throw storeError(err) }
+        }
     const { shared } = store
     this.shared = shared === undefined
       ? undefined

@@ -548,6 +548,14 @@ class SqliteStore implements SyncStore {
     return this.#lastId
   }
 
+  /** Bytes the database takes: its pages, and the WAL beside its file (none for `:memory:`). */
+  size (): number {
+    this.#open()
+    const pages = (this.#db.pragma('page_count', { simple: true }) as number) * (this.#db.pragma('page_size', { simple: true }) as number)
+    if (this.#file === '') return pages
+    return pages + (statSync(`${this.#file}-wal`, { throwIfNoEntry: false })?.size ?? 0)
+  }
+
   // Closes the connection at once; resolves when the checkpointer, last to close, is done
   // (SQLite's last connection checkpoints and removes the WAL).
   async close (): Promise<void> {

@@ -83,6 +83,9 @@ export interface Store {
    */
   close: () => Awaitable<void>
 
+  /** Optional: the bytes the store takes where it keeps its data (a file and its WAL, a schema's tables), for `broker.stats()`. */
+  size?: (() => Awaitable<number>) | undefined
+
   /** Present when other processes share this command space; see {@link SharedSpace}. */
   readonly shared?: SharedSpace | undefined
 }
@@ -105,8 +108,8 @@ export interface SharedSpace {
 
 /** The synchronous form of a store: every answer at once. `memoryStore()` and `sqliteStore()` are this. */
 export type SyncStore = {
-  [K in Exclude<keyof Store, 'close' | 'shared'>]: Store[K] extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : never
-} & Pick<Store, 'close' | 'shared'>
+  [K in Exclude<keyof Store, 'close' | 'shared' | 'size'>]: Store[K] extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : never
+} & Pick<Store, 'close' | 'shared'> & { size?: (() => number) | undefined }
 
 /** The writes of one group commit. */
 export interface WriteBatch {

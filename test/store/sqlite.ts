@@ -831,3 +831,17 @@ t.test('sqlite-store: a passed-in Database on a file is checked too; :memory: is
   t.equal(memory.lastCommandId(), 2)
   memory.close()
 })
+
+t.test('sqlite-store: size() is the file\'s pages and its WAL, and grows with what is stored', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename)
+  t.teardown(() => store.close())
+  const size = (s: SyncStore): number => (s.size as () => number)()
+  const empty = size(store)
+  t.ok(empty > 0)
+  store.commit(batch({ inserts: Array.from({ length: 200 }, () => command({ parameters: JSON.stringify('x'.repeat(1000)) })) }), 0)
+  t.ok(size(store) > empty + 200 * 1000, 'the rows are counted, in the file or its WAL')
+  const memory = sqliteStore(':memory:')
+  t.teardown(() => memory.close())
+  t.ok(size(memory) > 0, ':memory: has pages and no WAL file')
+})

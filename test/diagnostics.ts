@@ -1,0 +1,56 @@
+// The diagnostics_channel channels: what an APM tool sees with no code change.
+import diagnosticsChannel from 'node:diagnostics_channel'
+import t, { type Test } from 'tap'
+import { channels } from '../lib/diagnostics.js'
+import type { BrokerError } from '../lib/errors.js'
+import type { Command, Push } from '../lib/schema.js'
+import { laterStore } from './fixtures/later-store.js'
+import { setup } from './fixtures/broker.js'
+
+function listen (t: Test, name: string): unknown[] {
+  const seen: unknown[] = []
+  const onMessage = (message: unknown): void => { seen.push(message) }
+  diagnosticsChannel.subscribe(name, onMessage)
+  t.teardown(() => { diagnosticsChannel.unsubscribe(name, onMessage) })
+  return seen
+}
+
+t.test('diagnostics: insert, update, expire, push and error are published, each once, with what happened', async (t) => {
+  const inserts = listen(t, 'command-broker:insert') as Array<{ command: Command }>
+  const updates = listen(t, 'command-broker:update') as Array<{ command: Command }>
+  const expires = listen(t, 'command-broker:expire') as Array<{ command: Command }>
+  const pushes = listen(t, 'command-broker:push') as Array<{ push: Push }>
+  const errors = listen(t, 'command-broker:error') as Array<{ error: BrokerError }>
+  const { broker, admin, device, insert, clock } = setup(t)
+  broker.on('error', () => {})
+  await device('lamp-1')
+  const session = broker.session(() => {})
+  await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1' }, admin)
+  const { id } = (await insert('lamp-1', { command: 'on', lifetime: 5 }) as unknown as { command: { id: number } }).command
+  t.strictSame(inserts.map((m) => [m.command.id, m.command.command]), [[id, 'on']])
+  t.ok(Object.isFrozen(inserts[0]?.command), 'frozen')
+  t.strictSame(pushes.map((m) => [m.push.action, m.push.command.id]), [['command/insert', id]])
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: id, command: { status: 'done' } }, admin)
+  t.strictSame(updates.map((m) => [m.command.id, m.command.status]), [[id, 'done']])
+  const { id: other } = (await insert('lamp-1', { command: 'brief', lifetime: 1 }) as unknown as { command: { id: number } }).command
+  clock.advance(1100)
+  t.strictSame(expires.map((m) => [m.command.id, m.command.status]), [[other, null]], 'a command expired before any update')
+  broker.subscribe({}, () => { throw new Error('subscriber failed') })
+  await insert('lamp-1', { command: 'again' })
+  t.match(errors.map((m) => m.error.code), ['ERR_SUBSCRIBER'])
+})
+
+t.test('diagnostics: an update seen only by the channel, on a store that answers later, is published too', async (t) => {
+  const updates = listen(t, 'command-broker:update') as Array<{ command: Command }>
+  const { broker, admin, device, insert } = setup(t, {}, laterStore())
+  await device('lamp-1')
+  const { id } = (await insert('lamp-1', { command: 'on' }) as unknown as { command: { id: number } }).command
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: id, command: { result: 1 } }, admin)
+  t.strictSame(updates.map((m) => [m.command.id, m.command.result]), [[id, 1]])
+})
+
+t.test('diagnostics: the channels are the named ones, and idle without subscribers', async (t) => {
+  t.strictSame(Object.values(channels).map((channel) => channel.name), ['command-broker:insert', 'command-broker:update', 'command-broker:expire', 'command-broker:push', 'command-broker:error'])
+  t.ok(Object.values(channels).every((channel) => !channel.hasSubscribers))
+  t.ok(Object.isFrozen(channels))
+})
