@@ -5,6 +5,7 @@ import { guardStore } from '../../lib/store/guarded.js'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { CommandRecord, SharedSpace, Store } from '../../lib/store/store.js'
 import { batch, command, device } from '../fixtures/store-suite.js'
+import { overridable } from '../fixtures/broker.js'
 
 const METHODS: Array<keyof Store> = [
   'getDevice', 'saveDevice', 'deleteDevice', 'deleteCommands', 'commit', 'getCommand', 'expireCommands', 'scanCommands',
@@ -272,4 +273,16 @@ t.test('guarded-store: rejects a shared that is not a SharedSpace', async (t) =>
   }
   t.equal(guardStore(sharing(undefined)).shared, undefined, 'shared: undefined is not shared')
   t.ok(guardStore(sharing({ bus, claimExpired })).shared, 'a bus and claimExpired make a shared space')
+})
+
+t.test('guarded-store: size() is passed on when the store has one, guarded like the rest', async (t) => {
+  const inner = memoryStore()
+  t.equal(guardStore(inner).size, undefined, 'none when the store has none')
+  const own = { ...overridable(inner), size (): number { return this === own ? 42 : -1 } }
+  t.equal(guardStore(own).size?.(), 42, 'called on the store, not the guard')
+  const failure = new Error('stat failed')
+  const throwing = guardStore({ ...overridable(inner), size: () => { throw failure } })
+  t.throws(() => throwing.size?.(), { code: 'ERR_STORE', cause: failure })
+  const rejecting = guardStore({ ...overridable(inner), size: () => Promise.reject(failure) } as Store)
+  await t.rejects(rejecting.size?.() as Promise<number>, { code: 'ERR_STORE', cause: failure })
 })
