@@ -199,12 +199,12 @@ await withPostgres('postgres insert throughput', async (db: Postgres, scenario: 
   const profiledRate = await broker(db, { profile: calls })
   const wall = (performance.now() - start) / 1000
   const commits = calls.get('COMMIT')?.count ?? 0
-  const inTransactions = [...calls].filter(([label]) => label !== 'get-device').reduce((sum, [, entry]) => sum + entry.count, 0)
+  const inTransactions = [...calls].filter(([label]) => label !== 'get-devices').reduce((sum, [, entry]) => sum + entry.count, 0)
   scenario.figure('profiled broker run', profiledRate, 'inserts/s')
   scenario.figure('commits in the profiled run', commits, 'transactions')
   scenario.figure('rows per commit', TOTAL / Math.max(1, commits), 'rows')
   scenario.figure('statements per commit (BEGIN..COMMIT)', inTransactions / Math.max(1, commits), 'statements')
-  scenario.figure('device reads per insert', (calls.get('get-device')?.count ?? 0) / TOTAL, 'reads')
+  scenario.figure('device read statements per insert', (calls.get('get-devices')?.count ?? 0) / TOTAL, 'reads')
   const busy = [...calls].sort((a, b) => b[1].ms - a[1].ms)
     .map(([label, { count, ms }]) => `${label} ${count}x ${(ms / count).toFixed(2)} ms`)
   scenario.note(`profiled run (${wall.toFixed(1)} s with set-up): statement, calls, mean time on its connection: ${busy.join('; ')}`)

@@ -50,7 +50,8 @@ const SCHEMA_PATTERN = /^(?!pg_)[a-z_][a-z0-9_]{0,55}$/
  * Each write is one transaction, a batch of any size a fixed number of statements. Command
  * ids come from a sequence that stops at 2^53 - 1 (`BrokerError` `ERR_IDS_EXHAUSTED`
  * beyond). Devices are read from the database every time: a device saved or deleted on any
- * process is seen on every other at once.
+ * process is seen on every other at once. Reads of devices asked for together (in one
+ * event-loop turn, or while a read is under way) are one statement.
  *
  * Throws `TypeError`/`RangeError` for bad options. The footgun: a store that is never closed
  * keeps its pool and LISTEN connection open, and with them the process.
@@ -216,7 +217,10 @@ class PostgresStore implements Store {
   readonly #owned: boolean
   readonly #bus: PostgresBus
   readonly #ready: Promise<void>
-  readonly #getDevice: Query
+  readonly #getDevices: Query
+  // getDevice calls not read yet, and whether a read of earlier ones is under way.
+  #deviceReads: DeviceRead[] = []
+  #reading = false
   readonly #saveDevice: Query
   readonly #deleteDevice: Query
   readonly #deleteCommands: Query
@@ -250,7 +254,7 @@ class PostgresStore implements Store {
     this.shared = { bus: this.#bus, claimExpired: async (now, limit) => await this.#claimExpired(now, limit) }
     const sql = statement.bind(null, schema)
 
-    this.#getDevice = sql('get-device', ['id'], `SELECT ${DEVICE_COLUMNS} FROM {devices} WHERE id = $id`)
+    this.#getDevices = sql('get-devices', ['ids'], `SELECT ${DEVICE_COLUMNS} FROM {devices} WHERE id = ANY($ids::text[])`)
     this.#saveDevice = sql('save-device', ['id', 'name', 'data', 'networkId', 'deviceTypeId', 'isBlocked'], `
       INSERT INTO {devices} (id, name, data, network_id, device_type_id, is_blocked)
       VALUES ($id, $name, $data, $networkId, $deviceTypeId, $isBlocked)
@@ -374,8 +378,33 @@ class PostgresStore implements Store {
 
   async getDevice (id: string): Promise<DeviceRecord | undefined> {
     await this.#open()
-    const { rows } = await this.#pool.query<DeviceRecord>({ ...this.#getDevice, values: [id] })
-    return rows[0]
+    return await new Promise<DeviceRecord | undefined>((resolve, reject) => {
+      this.#deviceReads.push({ id, resolve, reject })
+      if (this.#deviceReads.length === 1 && !this.#reading) setImmediate(() => { void this.#readDevices() })
+    })
+  }
+
+  // Every getDevice call of one event-loop turn, or made while a read was under way, is
+  // answered by one statement, issued after the calls: a device saved on any process before
+  // a call is seen by it. Nothing is kept from one read to the next.
+  async #readDevices (): Promise<void> {
+    const reads = this.#deviceReads
+    this.#deviceReads = []
+    this.#reading = true
+    try {
+      const { rows } = await this.#pool.query<DeviceRecord>({ ...this.#getDevices, values: [[...new Set(reads.map((r) => r.id))]] })
+      const found = new Map(rows.map((row) => [row.id, row]))
+      for (const { id, resolve } of reads) {
+        const row = found.get(id)
+        // Each caller its own copy: a caller may change what it is given.
+        resolve(row === undefined ? undefined : { ...row })
+      }
+    } catch (err) {
+      for (const { reject } of reads) reject(err)
+    } finally {
+      this.#reading = false
+      if (this.#deviceReads.length > 0) void this.#readDevices()
+    }
   }
 
   async saveDevice (device: DeviceRecord): Promise<void> {
@@ -674,6 +703,13 @@ class PostgresStore implements Store {
     if (changed.length === 0) return
     await client.query({ ...this.#setPending, values: [changed.map(([deviceId]) => deviceId), changed.map(([, delta]) => delta)] })
   }
+}
+
+/** A getDevice call waiting for its read. */
+interface DeviceRead {
+  readonly id: string
+  readonly resolve: (device: DeviceRecord | undefined) => void
+  readonly reject: (err: unknown) => void
 }
 
 // Thrown inside a commit whose devices lack a pending row: it rolls back, and starts over once they have one.

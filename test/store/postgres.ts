@@ -310,6 +310,20 @@ if (fixture !== undefined) {
     t.equal(await brokenStore.getCommand(1, 0), undefined, 'nothing was written')
   })
 
+  t.test('device reads asked for together are one statement, and fail together', async (t) => {
+    const pool = fixture.pool()
+    const store = open(fixture.schema(), pool)
+    await store.saveDevice(device({ id: 'dev' }))
+    const [a, b, none] = await Promise.all([store.getDevice('dev'), store.getDevice('dev'), store.getDevice('other')])
+    t.equal(a?.id, 'dev')
+    t.not(a, b, 'each caller its own copy')
+    t.strictSame(a, b)
+    t.equal(none, undefined)
+    await pool.end()
+    const failed = await Promise.allSettled([store.getDevice('dev'), store.getDevice('other')])
+    t.strictSame(failed.map((result) => result.status), ['rejected', 'rejected'], 'every call of a failed read rejects')
+  })
+
   t.test('close is idempotent, ends its own pool only, and every method fails after it', async (t) => {
     const own = postgresStore({ schema: fixture.schema() })
     await own.lastCommandId()
