@@ -241,12 +241,15 @@ class PostgresStore implements Store {
   readonly #countPending: Query
   readonly #expiring: Query
   readonly #lastId: Query
+  readonly #size: Query
+  readonly #schema: string
   #closed = false
   #closing: Promise<void> | undefined
 
   constructor (pool: pg.Pool, owned: boolean, schema: string) {
     this.#pool = pool
     this.#owned = owned
+    this.#schema = schema
     this.#ready = migrate(pool, schema)
     // Every method awaits #ready and rejects with its failure; unawaited, it must not crash.
     this.#ready.catch(() => {})
@@ -374,6 +377,8 @@ class PostgresStore implements Store {
     this.#expiring = sql('expiring', ['afterId', 'maxId', 'examine'], `SELECT id, expires_at AS "expiresAt" FROM {commands}
       WHERE id > $afterId AND id <= $maxId ORDER BY id LIMIT $examine`)
     this.#lastId = sql('last-id', [], 'SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS id FROM {command_ids}')
+    this.#size = sql('size', ['schema'], `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $schema::text AND c.relkind = 'r'`)
   }
 
   async getDevice (id: string): Promise<DeviceRecord | undefined> {
@@ -625,6 +630,13 @@ class PostgresStore implements Store {
     await this.#open()
     const { rows } = await this.#pool.query<{ id: number }>(this.#lastId)
     return (rows[0] as { id: number }).id
+  }
+
+  /** Bytes the schema's tables take, with their indexes and TOAST (`pg_total_relation_size`). */
+  async size (): Promise<number> {
+    await this.#open()
+    const { rows } = await this.#pool.query<{ bytes: number }>({ ...this.#size, values: [this.#schema] })
+    return Number((rows[0] as { bytes: number | string }).bytes)
   }
 
   /** Stops the bus, then ends the store's own pool (never one passed in). Idempotent. */

@@ -73,6 +73,16 @@ if (fixture !== undefined) {
     t.equal(tables.rows[0].n, 1, 'nothing was created')
   })
 
+  t.test('size() is what the schema\'s tables take, and grows with them', async (t) => {
+    const store = open()
+    const size = store.size as () => Promise<number>
+    const empty = await size()
+    t.ok(empty > 0, 'its tables and indexes take pages')
+    await store.saveDevice({ id: 'dev', name: 'dev', data: null, networkId: null, deviceTypeId: null, isBlocked: false })
+    await store.commit(batch(Array.from({ length: 500 }, () => command({ parameters: JSON.stringify('x'.repeat(2000)) }))), 0)
+    t.ok(await size() > empty, 'grows')
+  })
+
   t.test('ids are numbers from a sequence, and none above 2^53 - 1', async (t) => {
     const schema = fixture.schema()
     const store = open(schema)
