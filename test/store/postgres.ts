@@ -75,7 +75,7 @@ if (fixture !== undefined) {
 
   t.test('size() is what the schema\'s tables take, and grows with them', async (t) => {
     const store = open()
-    const size = store.size as () => Promise<number>
+    const size = async (): Promise<number> => await (store.size?.() as Promise<number>)
     const empty = await size()
     t.ok(empty > 0, 'its tables and indexes take pages')
     await store.saveDevice({ id: 'dev', name: 'dev', data: null, networkId: null, deviceTypeId: null, isBlocked: false })
