@@ -6,7 +6,7 @@ import type {
 
 /**
  * The part of a test framework's test object that {@link storeSuite} uses: tap's `Test`
- * (tap 18 or later) fits it as it is. Declared here so that this package depends on tap
+ * (tap 21) fits it as it is. Declared here so that this package depends on tap
  * neither at run time nor for its types.
  */
 export interface SuiteTest {
