@@ -880,10 +880,9 @@ async function expiringAll (store: Store, afterId: number, maxId: number, examin
 }
 
 // The order SQLite gives text: nulls first, then UTF-8 bytes, which is code point order.
-function order (a: string | number | null, b: string | number | null): number {
+function order (a: string | null, b: string | null): number {
   if (a === null || b === null) return a === b ? 0 : a === null ? -1 : 1
-  if (typeof a === 'number' && typeof b === 'number') return a - b
-  return Buffer.compare(Buffer.from(String(a)), Buffer.from(String(b)))
+  return Buffer.compare(Buffer.from(a), Buffer.from(b))
 }
 
 interface Seeded {
