@@ -9,7 +9,7 @@ export type Awaitable<T> = T | Promise<T>
  * promise. An implementation must make each call all-or-nothing, and must never hand out an
  * object it may still change (return a copy, or a frozen object it never changes again): the
  * broker may hold what it receives. `memoryStore()` is the reference implementation;
- * `test/fixtures/store-suite.ts` is the contract, run unchanged against every store.
+ * `lib/testing/store-suite.ts` (`storeSuite` of `command-broker/testing`) is the contract, run unchanged against every store.
  *
  * Times are epoch milliseconds. JSON values (`data`, `parameters`, `result`) cross this
  * interface as JSON text, so a store never shares a live object with a caller. Reads take
