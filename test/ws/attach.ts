@@ -278,7 +278,7 @@ t.test('ws/attach: a client that never reads is closed with 1008 once maxBuffere
   t.strictSame([...statuses], ['success'], 'the writer was served throughout')
   t.equal(errors.length, 1, `closed after ${inserted} inserts`)
   const [error, context] = errors[0] as [Error & { bufferedAmount: number }, AttachErrorContext]
-  t.match(error, { code: 'ERR_NOT_READING', message: /^closing a connection that is not reading: \d+ bytes unsent$/ })
+  t.match(error, { code: 'ERR_NOT_READING', message: /^the client is not reading: \d+ bytes unsent$/ })
   t.ok(error.bufferedAmount > 0 && error.bufferedAmount <= maxBufferedBytes, `at most maxBufferedBytes were queued (${error.bufferedAmount})`)
   t.equal(context.socket.readyState, WebSocket.CLOSING)
 
