@@ -115,7 +115,7 @@ export function attach (wss: WebSocketServer, broker: Broker, options: AttachOpt
       const text = JSON.stringify(message)
       // A client that stops reading would make unsent output pile up in this process without end.
       if (socket.bufferedAmount > 0 && socket.bufferedAmount + Buffer.byteLength(text) > maxBufferedBytes) {
-        const error = Object.assign(new Error(`closing a connection that is not reading: ${socket.bufferedAmount} bytes unsent`),
+        const error = Object.assign(new Error(`the client is not reading: ${socket.bufferedAmount} bytes unsent`),
           { code: 'ERR_NOT_READING', bufferedAmount: socket.bufferedAmount })
         session.close()
         socket.close(1008, 'not reading')
