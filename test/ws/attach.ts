@@ -3,6 +3,7 @@
 // invalid frames, a client that never reads) losing only their own connection, and close()
 // with 1001, a grace period and a client that never answers.
 import { once } from 'node:events'
+import { readdirSync, readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws'
@@ -10,6 +11,7 @@ import { signToken } from '../../lib/auth.js'
 import { createBroker, type Broker } from '../../lib/broker.js'
 import { BrokerError } from '../../lib/errors.js'
 import { memoryStore } from '../../lib/store/memory.js'
+import * as entry from '../../lib/ws/attach.js'
 import { attach, type AttachErrorContext, type AttachOptions, type Attachment } from '../../lib/ws/attach.js'
 
 const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
@@ -361,4 +363,20 @@ t.test('ws/attach: close() answers requests under way, sends 1001, cuts off a cl
   t.equal(await late.closed(), 1001)
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'Lamp' } }, TOKEN)).status, 'success', 'the broker is open')
   t.strictSame(errors, [])
+})
+
+t.test('ws/attach: command-broker/ws is its own entry, and ws an optional peer that only it needs', async (t) => {
+  t.strictSame(Object.keys(entry), ['attach'], 'it exports attach alone')
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as Record<string, Record<string, unknown>>
+  t.strictSame(pkg.exports?.['./ws'], { types: './dist/lib/ws/attach.d.ts', default: './dist/lib/ws/attach.js' })
+  t.match(pkg.peerDependencies, { ws: '^8.0.0' })
+  t.strictSame(pkg.peerDependenciesMeta?.ws, { optional: true })
+  t.ok(pkg.devDependencies?.ws !== undefined && pkg.dependencies?.ws === undefined, 'installed for development, not for users')
+  // No file of lib imports ws at run time: the core opens no socket, and attach needs only its types.
+  const lib = new URL('../../lib/', import.meta.url)
+  const files = readdirSync(lib, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'))
+  t.ok(files.includes('ws/attach.ts') && files.length > 10)
+  const loading = files.filter((file) => /^import (?!type )[^\n]*from 'ws'|import\('ws'\)|require\('ws'\)/m.test(readFileSync(new URL(file, lib), 'utf8')))
+  t.strictSame(loading, [])
+  t.match(readFileSync(new URL('ws/attach.ts', lib), 'utf8'), /^import type \{ RawData, WebSocket, WebSocketServer \} from 'ws'$/m)
 })
