@@ -1,15 +1,19 @@
-// A DeviceHive-compatible WebSocket gateway in front of command-broker: one session per
-// connection, frames in, replies and pushes out, commands in a SQLite file on disk, or in
-// PostgreSQL when DATABASE_URL is set (then every gateway on that database and schema is one
-// cluster). `npm start` runs it; DeviceHive clients connect to ws://127.0.0.1:8080/api/websocket.
-// Meant to be copied: a client that sends oversized or invalid frames, or stops reading, loses
-// its own connection and nothing else.
+// A DeviceHive-compatible WebSocket gateway in front of command-broker: a `ws` server, the
+// broker's `command-broker/ws` adapter between them (one session per connection, hostile
+// clients lose only their own connection), commands in a SQLite file on disk, or in PostgreSQL
+// when DATABASE_URL is set (then every gateway on that database and schema is one cluster).
+// Logs are pino's JSON lines on stdout; the command line reads its configuration from the
+// environment and stops gracefully on SIGINT and SIGTERM. `npm start` runs it; DeviceHive
+// clients connect to ws://127.0.0.1:8080/api/websocket. Meant to be copied.
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
-import { WebSocket, WebSocketServer } from 'ws'
+import { pino, type Logger } from 'pino'
+import { WebSocketServer } from 'ws'
+import { z } from 'zod'
 import { createBroker, DEFAULTS, postgresStore, signToken, sqliteStore, type Broker, type BrokerOptions, type Store } from '../lib/index.js'
+import { attach, type Attachment } from '../lib/ws/attach.js'
 
 /** startGateway's own options; any other createBroker option (clock, limits) is passed on. */
 export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
@@ -29,8 +33,10 @@ export interface GatewayOptions extends Omit<BrokerOptions, 'secret' | 'key'> {
   port?: number
   /** Most bytes a connection may have queued and unsent before it is closed with 1008. Default 4 MiB. */
   maxBufferedBytes?: number
-  /** Where warnings go. Default `console.error`. */
-  log?: (line: string) => void
+  /** How long close() waits for clients to answer its 1001 before cutting them off, in ms. Default 1000. */
+  closeGraceMs?: number
+  /** Where logs go. Default: pino at `info`, JSON lines on stdout. */
+  logger?: Logger
 }
 
 export interface Gateway {
@@ -39,66 +45,71 @@ export interface Gateway {
   server: WebSocketServer
   url: string
   adminToken: string
+  /**
+   * Stops accepting, answers the requests under way, sends every client 1001 (cutting off those
+   * that do not answer within `closeGraceMs`), then closes the broker: accepted writes commit.
+   */
   close: () => Promise<void>
 }
-
-/** How long close() waits for clients to answer its 1001 before cutting them off. */
-const CLOSE_GRACE_MS = 1000
 
 export async function startGateway (options: GatewayOptions = {}): Promise<Gateway> {
   const {
     file = 'command-broker.db', databaseUrl, schema, secret: given, host = '127.0.0.1', port = 8080,
-    maxBufferedBytes = 4 * 1024 * 1024, log = console.error, ...brokerOptions
+    maxBufferedBytes = 4 * 1024 * 1024, closeGraceMs, logger = pino(), ...brokerOptions
   } = options
   if (!Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes < 1) {
     throw new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`)
   }
   const secret = given ?? randomBytes(32).toString('base64')
-  if (given === undefined) log('[gateway] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set to its secret')
-  const maxPayload = brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes
+  if (given === undefined) logger.warn('JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set to its secret')
   // Bind the port before opening the database: a second copy on a busy port fails here
-  // (EADDRINUSE) without having touched the first one's file.
-  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload })
-  let broker: Broker
+  // (EADDRINUSE) without having touched the first one's file. Frames over the broker's
+  // maxFrameBytes are refused by ws itself (1009), before they are read into memory.
+  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes })
+  let broker: Broker | undefined
+  let attachment: Attachment
   try {
     await once(server, 'listening')
     const store = databaseUrl === undefined
       ? sqliteStore(file)
       : postgresStore({ connectionString: databaseUrl, ...(schema === undefined ? {} : { schema }) })
     broker = await openBroker(store, { ...brokerOptions, secret })
+    attachment = attach(server, broker, {
+      maxBufferedBytes,
+      ...(closeGraceMs === undefined ? {} : { closeGraceMs }),
+      onError: (err, { request }) => { logger.warn({ err, remoteAddress: request.socket.remoteAddress }, `closing a connection: ${err.message}`) }
+    })
   } catch (err) {
     server.close()
+    await broker?.close()
     throw err
   }
-  broker.on('error', (err) => { log(`[gateway] ${err.code}: ${err.message}`) })
-  server.on('error', (err) => { log(`[gateway] server: ${err.message}`) })
-  server.on('connection', (socket) => {
-    // A frame over maxPayload, or text that is not UTF-8: ws closes with 1009 or 1007 after this.
-    socket.on('error', (err) => { log(`[gateway] closing a connection: ${err.message}`) })
-    try {
-      serve(socket, broker, maxBufferedBytes, log)
-    } catch (err) {
-      log(`[gateway] could not open a session: ${String(err)}`)
-      socket.close(1011)
-    }
+  broker.on('error', (err) => { logger.error({ err }, `${err.code}: ${err.message}`) })
+  server.on('error', (err) => { logger.error({ err }, `server: ${err.message}`) })
+  server.on('connection', (socket, request) => {
+    const remoteAddress = request.socket.remoteAddress
+    logger.debug({ remoteAddress }, 'connection opened')
+    socket.once('close', (code) => { logger.debug({ remoteAddress, code }, 'connection closed') })
   })
   // A token's expiry is wall-clock time.
   const { clock } = brokerOptions
   const now = clock === undefined ? Date.now() : clock.date?.() ?? clock.now()
+  let closing: Promise<void> | undefined
+  const opened = broker
+  const adapter = attachment
   return {
     broker,
     server,
     url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret, allowWeakKey: brokerOptions.allowWeakKey ?? false }),
-    async close () {
-      // Stop accepting; ask every client to go away (1001), and cut off those that do not
-      // answer in time. The server's close callback runs once every connection has ended.
-      const stopped = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-      for (const client of server.clients) client.close(1001, 'server shutting down')
-      const cutOff = setTimeout(() => { for (const client of server.clients) client.terminate() }, CLOSE_GRACE_MS).unref()
-      await stopped
-      clearTimeout(cutOff)
-      await broker.close()
+    close () {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+        await adapter.close()
+        await stopped
+        await opened.close()
+      })()
+      return closing
     }
   }
 }
@@ -119,61 +130,76 @@ async function openBroker (store: Store, options: BrokerOptions): Promise<Broker
   }
 }
 
-/** One connection: its frames go to a broker session, replies and pushes come back. */
-function serve (socket: WebSocket, broker: Broker, maxBufferedBytes: number, log: (line: string) => void): void {
-  const send = (message: object): void => {
-    if (socket.readyState !== WebSocket.OPEN) return
-    const text = JSON.stringify(message)
-    // A client that stops reading would make unsent output pile up in this process without
-    // end. One message always goes out onto an empty queue, however large.
-    if (socket.bufferedAmount > 0 && socket.bufferedAmount + Buffer.byteLength(text) > maxBufferedBytes) {
-      log(`[gateway] closing a connection that is not reading: ${socket.bufferedAmount} bytes unsent`)
-      session.close()
-      socket.close(1008, 'not reading')
-      return
-    }
-    socket.send(text)
-  }
-  const session = broker.session(send)
-  // Send each reply as soon as it resolves: the broker then guarantees a subscribe reply
-  // goes out before that subscription's first push. A binary frame is read as UTF-8 text.
-  const fail = (err: unknown): void => { log(`[gateway] a message failed: ${String(err)}`) }
-  socket.on('message', (data) => {
-    try {
-      session.handle(String(data)).then(send).catch(fail)
-    } catch (err) {
-      fail(err)
-    }
-  })
-  socket.on('close', () => { session.close() })
-}
+/** A whole number from the environment, from min to max. */
+const integer = (fallback: number, min: number, max: number) => z.string()
+  .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+  .transform(Number)
+  .refine((value) => value >= min && value <= max, `must be a whole number from ${min} to ${max}`)
+  .default(fallback)
+
+/** The command line's configuration: every variable is checked before anything starts. */
+export const environment = z.object({
+  HOST: z.string().min(1, 'must not be empty').default('127.0.0.1'),
+  PORT: integer(8080, 0, 65535),
+  DB_FILE: z.string().min(1, 'must not be empty').default('command-broker.db'),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL').optional(),
+  DB_SCHEMA: z.string().regex(/^(?!pg_)[a-z_][a-z0-9_]{0,55}$/, 'must be a lowercase identifier of 1 to 56 characters (a-z, 0-9, _; not starting with a digit or pg_)').optional(),
+  JWT_SECRET: z.string().min(1, 'must not be empty (unset it for a random secret)').optional(),
+  ALLOW_WEAK_KEY: z.enum(['0', '1'], 'must be 1 or 0').default('0'),
+  MAX_BUFFERED_BYTES: integer(4 * 1024 * 1024, 1, Number.MAX_SAFE_INTEGER),
+  CLOSE_GRACE_MS: integer(1000, 0, 2 ** 31 - 1),
+  SHUTDOWN_TIMEOUT_MS: integer(10_000, 1, 2 ** 31 - 1),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent').default('info')
+})
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const env = process.env
+  const parsed = environment.safeParse(process.env)
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0])
+      console.error(`[gateway] bad environment: ${name} ${issue.message}, received ${JSON.stringify(process.env[name])}`)
+    }
+    process.exit(1)
+  }
+  const env = parsed.data
+  const logger = pino({ level: env.LOG_LEVEL, timestamp: pino.stdTimeFunctions.isoTime })
   const gateway = await startGateway({
-    file: env.DB_FILE ?? 'command-broker.db',
+    file: env.DB_FILE,
     databaseUrl: env.DATABASE_URL,
     schema: env.DB_SCHEMA,
     secret: env.JWT_SECRET,
     // A JWT_SECRET shorter than 32 bytes (DeviceHive's demo `devicehive`) only with this set.
     allowWeakKey: env.ALLOW_WEAK_KEY === '1',
-    port: Number(env.PORT ?? 8080),
-    ...(env.MAX_BUFFERED_BYTES === undefined ? {} : { maxBufferedBytes: Number(env.MAX_BUFFERED_BYTES) })
+    host: env.HOST,
+    port: env.PORT,
+    maxBufferedBytes: env.MAX_BUFFERED_BYTES,
+    closeGraceMs: env.CLOSE_GRACE_MS,
+    logger
   }).catch((err: unknown) => {
-    console.error(`[gateway] could not start: ${err instanceof Error ? err.message : String(err)}`)
+    logger.fatal({ err }, `could not start: ${err instanceof Error ? err.message : String(err)}`)
     process.exit(1)
   })
   // Once only: a Ctrl-C under npm arrives twice, from the terminal and forwarded by npm.
   let stopping = false
-  const stop = (): void => {
+  const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return
     stopping = true
-    void gateway.close().then(() => process.exit(0))
+    logger.info({ signal }, 'shutting down')
+    setTimeout(() => {
+      logger.fatal({ timeoutMs: env.SHUTDOWN_TIMEOUT_MS }, 'shutdown timed out')
+      process.exit(1)
+    }, env.SHUTDOWN_TIMEOUT_MS).unref()
+    void gateway.close().then(() => {
+      logger.info('stopped')
+      process.exit(0)
+    })
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
-  console.log(`command-broker gateway listening on ${gateway.url}`)
-  console.log(`admin token (24 h): ${gateway.adminToken}`)
+  logger.info({ url: gateway.url }, `listening on ${gateway.url}`)
+  // Only this process can sign tokens for a random secret: print one. With JWT_SECRET set,
+  // tokens come from where that secret lives, and none goes into the logs.
+  if (env.JWT_SECRET === undefined) logger.info({ adminToken: gateway.adminToken }, 'admin token (24 h)')
   const recovered = await gateway.broker.ready
-  console.log(`recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
+  logger.info(recovered, `recovered: ${recovered.expired} expired, ${recovered.rearmed} re-armed`)
 }

@@ -22,6 +22,7 @@ import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { startGateway, type Gateway } from '../examples/gateway.js'
@@ -199,7 +200,7 @@ interface Setup {
 async function setUp (t: Test, claims: typeof CLAIMS = CLAIMS): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-client-'))
   const clock = manualClock(START)
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, clock, log: () => {} })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, clock, logger: pino({ level: 'silent' }) })
   const wire = new Wire(gateway.server)
   const accessToken = signToken({ ...claims, e: START + 3_600_000 }, { secret: SECRET, now: START })
   const refreshToken = signToken({ ...claims, e: START + 86_400_000, t: 0 }, { secret: SECRET, now: START })

@@ -7,11 +7,13 @@ import type { Socket } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { pino, type Logger } from 'pino'
 import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
 import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
 import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
+import { sqliteStore } from '../lib/store/sqlite.js'
 import { postgres } from './fixtures/postgres.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
@@ -66,11 +68,21 @@ class Client {
   }
 }
 
-/** A gateway on a free port over a fresh file, with its log lines kept; closed at teardown. */
-async function openGateway (t: Test, options: GatewayOptions = {}): Promise<{ gateway: Gateway, logs: string[], dir: string }> {
+type LogRecord = Record<string, unknown>
+
+/** A pino logger (at info) whose records are kept, parsed, in `logs`. */
+function capture (): { logger: Logger, logs: LogRecord[] } {
+  const logs: LogRecord[] = []
+  return { logs, logger: pino({}, { write (line: string) { logs.push(JSON.parse(line) as LogRecord) } }) }
+}
+
+const silent = pino({ level: 'silent' })
+
+/** A gateway on a free port over a fresh file, with its log records kept; closed at teardown. */
+async function openGateway (t: Test, options: GatewayOptions = {}): Promise<{ gateway: Gateway, logs: LogRecord[], dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
-  const logs: string[] = []
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, log: (line) => { logs.push(line) }, ...options })
+  const { logger, logs } = capture()
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, logger, ...options })
   t.teardown(async () => {
     await gateway.close()
     rmSync(dir, { recursive: true, force: true })
@@ -96,7 +108,7 @@ async function assertServes (t: Test, gateway: Gateway, token = gateway.adminTok
 t.test('example-gateway: a client and a device make the full round trip over WebSocket', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   const clock = manualClock(START)
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, clock })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, clock, logger: silent })
   t.teardown(async () => {
     await gateway.close()
     rmSync(dir, { recursive: true, force: true })
@@ -202,8 +214,7 @@ t.test('example-gateway: two gateways on one DATABASE_URL and schema are one clu
 })
 
 t.test('example-gateway: a DATABASE_URL nobody answers on fails the start, and frees the port', async (t) => {
-  const logs: string[] = []
-  await t.rejects(startGateway({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', secret: SECRET, port: 0, log: (line) => { logs.push(line) } }))
+  await t.rejects(startGateway({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', secret: SECRET, port: 0, logger: silent }))
 })
 
 t.test('example-gateway: a frame over 1 MiB closes only its connection, with 1009', async (t) => {
@@ -214,7 +225,7 @@ t.test('example-gateway: a frame over 1 MiB closes only its connection, with 100
   const code = hostile.closed()
   hostile.socket.send(Buffer.alloc(1024 * 1024 + 100, 'a'))
   t.equal(await code, 1009, 'the client hears "message too big"')
-  t.match(logs, [/^\[gateway\] closing a connection: Max payload size exceeded$/])
+  t.match(logs, [{ level: 40, msg: 'closing a connection: Max payload size exceeded', err: { code: 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' }, remoteAddress: '127.0.0.1' }])
   t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
     'a client connected before is still served')
   await assertServes(t, gateway)
@@ -229,7 +240,7 @@ t.test('example-gateway: a text frame that is not UTF-8 closes only its connecti
   // ws sends a Buffer as a text frame as is, without checking it.
   hostile.socket.send(Buffer.from([0xff, 0xfe, 0xfd, 0xfc]), { binary: false })
   t.equal(await code, 1007, 'the client hears "invalid frame payload data"')
-  t.match(logs, [/^\[gateway\] closing a connection: Invalid WebSocket frame: invalid UTF-8 sequence$/])
+  t.match(logs, [{ level: 40, msg: 'closing a connection: Invalid WebSocket frame: invalid UTF-8 sequence', err: { code: 'WS_ERR_INVALID_UTF8' } }])
   t.equal((await bystander.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success',
     'a client connected before is still served')
   await assertServes(t, gateway)
@@ -261,13 +272,13 @@ t.test('example-gateway: a client that stops reading is closed with 1008 and the
   const blob = 'x'.repeat(60_000)
   let inserted = 0
   const statuses = new Set<unknown>()
-  while (!logs.some((line) => line.includes('not reading')) && inserted < 1000) {
+  while (!logs.some((record) => String(record.msg).includes('not reading')) && inserted < 1000) {
     statuses.add((await writer.request({ action: 'command/insert', requestId: 3, deviceId: 'firehose', command: { command: 'fill', parameters: { blob } } })).status)
     inserted++
   }
   t.strictSame([...statuses], ['success'], 'the writer was served throughout')
-  t.match(logs, [/^\[gateway\] closing a connection that is not reading: \d+ bytes unsent$/], `dropped after ${inserted} inserts`)
-  const unsent = Number(/(\d+) bytes unsent/.exec(logs[0] ?? '')?.[1])
+  t.match(logs, [{ level: 40, msg: /^closing a connection: the client is not reading: \d+ bytes unsent$/, err: { code: 'ERR_NOT_READING' } }], `dropped after ${inserted} inserts`)
+  const unsent = (logs[0]?.err as { bufferedAmount: number }).bufferedAmount
   t.ok(unsent > 0 && unsent <= maxBufferedBytes, `at most maxBufferedBytes were queued (${unsent})`)
 
   // Nothing more goes to the dropped connection.
@@ -289,8 +300,8 @@ t.test('example-gateway: a second gateway on a busy port fails with EADDRINUSE b
   const { gateway, dir } = await openGateway(t)
   const port = Number(new URL(gateway.url).port)
   const second = join(dir, 'second.db')
-  const logs: string[] = []
-  const error = await startGateway({ file: second, secret: SECRET, port, log: (line) => { logs.push(line) } }).then(
+  const { logger, logs } = capture()
+  const error = await startGateway({ file: second, secret: SECRET, port, logger }).then(
     () => t.fail('the second gateway started'), (err: unknown) => err)
   t.match(error, { code: 'EADDRINUSE', message: /EADDRINUSE/ })
   t.notOk(existsSync(second), 'the second database file was never created')
@@ -304,7 +315,7 @@ t.test('example-gateway: a broker option createBroker refuses fails the start, a
   // Found once the port is bound and the file opened: both are released (an open port would
   // keep this process from exiting; an open SQLite file keeps its -wal file).
   const file = join(dir, 'hub.db')
-  await t.rejects(startGateway({ file, secret: '', port: 0 }), { name: 'RangeError', message: /options\.secret/ })
+  await t.rejects(startGateway({ file, secret: '', port: 0, logger: silent }), { name: 'RangeError', message: /options\.secret/ })
   t.ok(existsSync(file), 'the file was opened')
   t.notOk(existsSync(`${file}-wal`), 'and closed')
 })
@@ -314,7 +325,7 @@ t.test('example-gateway: a bad maxBufferedBytes fails before listening or openin
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const file = join(dir, 'hub.db')
   for (const maxBufferedBytes of [0, -1, 1.5, Number.NaN]) {
-    await t.rejects(startGateway({ file, secret: SECRET, port: 0, maxBufferedBytes }),
+    await t.rejects(startGateway({ file, secret: SECRET, port: 0, maxBufferedBytes, logger: silent }),
       new RangeError(`startGateway: maxBufferedBytes must be a positive integer, received ${maxBufferedBytes}`))
   }
   t.notOk(existsSync(file))
@@ -322,7 +333,7 @@ t.test('example-gateway: a bad maxBufferedBytes fails before listening or openin
 
 t.test('example-gateway: without a secret it makes a random one and refuses the demo secret', async (t) => {
   const { gateway, logs } = await openGateway(t, { secret: undefined })
-  t.match(logs, [/^\[gateway\] JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set/])
+  t.match(logs, [{ level: 40, msg: /^JWT_SECRET not set: generated a random secret; tokens from a DeviceHive server are refused until JWT_SECRET is set/ }])
   const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive', allowWeakKey: true })
   const client = await new Client(gateway.url).open()
   t.match(await client.request({ action: 'authenticate', requestId: 1, token: demo }), { status: 'error', code: 401 })
@@ -344,7 +355,7 @@ t.test('example-gateway: other options go to createBroker, and maxFrameBytes bou
 t.test('example-gateway: close() sends clients 1001, cuts off one that does not answer, and closes the broker', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, log: () => {} })
+  const gateway = await startGateway({ file: join(dir, 'hub.db'), secret: SECRET, port: 0, logger: silent })
   const polite = await new Client(gateway.url).open()
   const deaf = await new Client(gateway.url).open()
   deaf.socket.on('error', () => {})
@@ -366,24 +377,32 @@ t.test('example-gateway: a connection after the broker closed is refused with 10
   await gateway.broker.close()
   const client = await new Client(gateway.url).open()
   t.equal(await client.closed(), 1011, 'internal error')
-  t.match(logs, [/^\[gateway\] could not open a session: BrokerError: broker.session: the broker is closed$/])
+  t.match(logs, [{ level: 40, msg: 'closing a connection: broker.session: the broker is closed', err: { code: 'ERR_CLOSED' } }])
 })
 
 interface Cli {
   child: ChildProcessWithoutNullStreams
   /** What it has printed so far. */
   output: () => { stdout: string, stderr: string }
+  /** Its log records so far: the JSON lines of its stdout. */
+  records: () => LogRecord[]
+  /** Resolves with the first log record that matches, or rejects if the process exits first. */
+  record: (match: (record: LogRecord) => boolean) => Promise<LogRecord>
   /** Its exit code and signal, once it has exited and its output is all read. */
   exited: Promise<[number | null, NodeJS.Signals | null]>
 }
 
+/** Every variable the command line reads: unset in the child unless given. */
+const CONFIGURATION = ['HOST', 'PORT', 'DB_FILE', 'DATABASE_URL', 'DB_SCHEMA', 'JWT_SECRET', 'ALLOW_WEAK_KEY', 'MAX_BUFFERED_BYTES',
+  'CLOSE_GRACE_MS', 'SHUTDOWN_TIMEOUT_MS', 'LOG_LEVEL'] as const
+
 /**
  * Runs the command-line gateway (examples/gateway.ts as the main module) in a child process
- * with `env` added to this one's; JWT_SECRET and MAX_BUFFERED_BYTES are unset unless given.
+ * with `env` added to this one's, and none of its configuration variables but those given.
  */
 function runCli (t: Test, env: Record<string, string>): Cli {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env }
-  for (const name of ['JWT_SECRET', 'MAX_BUFFERED_BYTES', 'ALLOW_WEAK_KEY'] as const) if (env[name] === undefined) delete childEnv[name]
+  for (const name of CONFIGURATION) if (env[name] === undefined) delete childEnv[name]
   // tap loads .ts through --import loaders in execArgv; the child gets the same ones.
   const child = spawn(process.execPath, [...process.execArgv, GATEWAY], { env: childEnv })
   const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => { child.on('close', (code, signal) => { resolve([code, signal]) }) })
@@ -392,30 +411,88 @@ function runCli (t: Test, env: Record<string, string>): Cli {
   let stderr = ''
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  return { child, output: () => ({ stdout, stderr }), exited }
+  const records = (): LogRecord[] => stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as LogRecord)
+  const record = (match: (record: LogRecord) => boolean): Promise<LogRecord> => new Promise((resolve, reject) => {
+    const look = (): void => {
+      const found = stdout.endsWith('\n') ? records().find(match) : undefined
+      if (found !== undefined) {
+        child.stdout.off('data', look)
+        resolve(found)
+      }
+    }
+    child.stdout.on('data', look)
+    look()
+    void exited.then(() => { reject(new Error(`the gateway exited first: ${stdout}${stderr}`)) })
+  })
+  return { child, output: () => ({ stdout, stderr }), records, record, exited }
 }
 
-t.test('example-gateway: the command line prints its URL, serves, and exits 0 on SIGTERM', async (t) => {
+t.test('example-gateway: the command line logs its URL and admin token, serves, and exits 0 on SIGTERM', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const { child, output, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db') })
-  const started = new Promise<[string, string]>((resolve, reject) => {
-    child.stdout.on('data', () => {
-      const url = /listening on (ws:\S+)\n/.exec(output().stdout)?.[1]
-      const token = /admin token \(24 h\): (\S+)\n/.exec(output().stdout)?.[1]
-      if (url !== undefined && token !== undefined) resolve([url, token])
-    })
-    void exited.then(() => { reject(new Error(`the gateway exited before starting: ${output().stderr}`)) })
-  })
-  const [url, adminToken] = await started
+  const { child, records, record, exited, output } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db') })
+  const { url } = await record((r) => r.msg === `listening on ${String(r.url)}`) as { url: string }
+  const { adminToken } = await record((r) => r.msg === 'admin token (24 h)') as { adminToken: string }
   t.match(url, /^ws:\/\/127\.0\.0\.1:\d+\/api\/websocket$/)
-  t.match(output().stderr, /JWT_SECRET not set: generated a random secret/)
+  t.match(records()[0], { level: 40, msg: /^JWT_SECRET not set: generated a random secret/, pid: child.pid, time: /^\d{4}-\d\d-\d\dT/ },
+    'pino JSON lines on stdout, with ISO times')
   const client = await new Client(url).open()
   t.equal((await client.request({ action: 'authenticate', requestId: 1, token: adminToken })).status, 'success')
   const code = client.closed()
   child.kill('SIGTERM')
   t.equal(await code, 1001, 'the connected client is told the server is going away')
   t.strictSame(await exited, [0, null], 'the gateway exits 0 by itself')
+  t.match(records().slice(-2), [{ level: 30, msg: 'shutting down', signal: 'SIGTERM' }, { level: 30, msg: 'stopped' }])
+  t.equal(output().stderr, '')
+})
+
+t.test('example-gateway: SIGTERM under load loses no acknowledged write, and the process exits 0 by itself', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'load.db')
+  const { child, record, records, exited } = runCli(t, { PORT: '0', DB_FILE: file, JWT_SECRET: SECRET })
+  const { url } = await record((r) => r.msg === `listening on ${String(r.url)}`) as { url: string }
+  t.notOk(records().some((r) => 'adminToken' in r), 'with JWT_SECRET set, no token goes into the logs')
+  const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: SECRET })
+  const client = await new Client(url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token })).status, 'success')
+  t.equal((await client.request({ action: 'device/save', requestId: 2, deviceId: 'pump', device: { name: 'Pump' } })).status, 'success')
+
+  // Inserts, 32 in flight at any time, until the connection closes; SIGTERM once 300 are in.
+  const acknowledged: number[] = []
+  const failed: unknown[] = []
+  let sent = 0
+  let open = true
+  const code = client.closed().then((code) => { open = false; return code })
+  const send = (): void => {
+    if (!open) return
+    sent++
+    client.socket.send(JSON.stringify({ action: 'command/insert', requestId: 100 + sent, deviceId: 'pump', command: { command: 'pulse', parameters: { n: sent } } }))
+  }
+  const receive = async (): Promise<void> => {
+    // Replies already received when the close frame came are counted too.
+    while (open || client.queued > 0) {
+      const reply = await Promise.race([client.next(), code.then(() => undefined)])
+      if (reply === undefined) break
+      if (reply.status === 'success') acknowledged.push((reply.command as { id: number }).id)
+      else failed.push(reply)
+      if (acknowledged.length === 300) child.kill('SIGTERM')
+      send()
+    }
+  }
+  for (let i = 0; i < 32; i++) send()
+  await receive()
+  t.equal(await code, 1001, 'going away')
+  t.strictSame(await exited, [0, null], 'the gateway exits 0 by itself')
+  t.strictSame(failed, [], 'no request was refused')
+  t.ok(acknowledged.length >= 300, `${acknowledged.length} of ${sent} inserts were acknowledged`)
+  t.match(records().slice(-2), [{ msg: 'shutting down', signal: 'SIGTERM' }, { msg: 'stopped' }])
+
+  // Every acknowledged command is in the file.
+  const store = sqliteStore(file)
+  t.teardown(() => store.close())
+  const missing = acknowledged.filter((id) => store.getCommand(id, Date.now()) === undefined)
+  t.strictSame(missing, [], `all ${acknowledged.length} acknowledged commands are in the file`)
 })
 
 t.test('example-gateway: a weak secret is refused unless asked for, and the port is released', async (t) => {
@@ -426,9 +503,9 @@ t.test('example-gateway: a weak secret is refused unless asked for, and the port
     await gateway?.close()
     rmSync(dir, { recursive: true, force: true })
   })
-  await t.rejects(startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', port: 0, log: () => {} }),
+  await t.rejects(startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', port: 0, logger: silent }),
     { name: 'RangeError', message: /^createBroker: the key must be at least 32 bytes, received 6/ })
-  gateway = await startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', allowWeakKey: true, port: 0, log: () => {} })
+  gateway = await startGateway({ file: join(dir, 'weak.db'), secret: 'devicehive', allowWeakKey: true, port: 0, logger: silent })
   const demo = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'] }, { secret: 'devicehive', allowWeakKey: true })
   const client = await new Client(gateway.url).open()
   t.equal((await client.request({ action: 'authenticate', requestId: 1, token: demo })).status, 'success', 'with allowWeakKey, the demo secret works')
@@ -439,19 +516,45 @@ t.test('example-gateway: a weak secret is refused unless asked for, and the port
 t.test('example-gateway: the command line refuses a weak JWT_SECRET without ALLOW_WEAK_KEY=1', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const { output, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'weak.db'), JWT_SECRET: 'devicehive' })
+  const { records, exited } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'weak.db'), JWT_SECRET: 'devicehive' })
   t.strictSame(await exited, [1, null])
-  t.match(output().stderr, /^\[gateway\] could not start: createBroker: the key must be at least 32 bytes, received 6 .*allowWeakKey/m)
+  t.match(records(), [{ level: 60, msg: /^could not start: createBroker: the key must be at least 32 bytes, received 6 .*allowWeakKey/ }])
 })
 
 t.test('example-gateway: the command line on a busy port exits 1 with one clear line and no database', async (t) => {
   const { gateway, dir } = await openGateway(t)
   const port = new URL(gateway.url).port
   const file = join(dir, 'second.db')
-  const { output, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: SECRET })
+  const { output, records, exited } = runCli(t, { PORT: port, DB_FILE: file, JWT_SECRET: SECRET })
   t.strictSame(await exited, [1, null])
-  t.equal(output().stdout, '')
-  t.match(output().stderr, new RegExp(`^\\[gateway\\] could not start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}$`, 'm'))
+  t.equal(output().stderr, '')
+  t.match(records(), [{ level: 60, msg: `could not start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`, err: { code: 'EADDRINUSE' } }])
+  t.equal(records().length, 1, 'one line')
   t.notOk(existsSync(file), 'the database file was never created')
   await assertServes(t, gateway)
+})
+
+t.test('example-gateway: the command line names every bad variable of its environment and exits 1 before starting', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'never.db')
+  const { output, exited } = runCli(t, {
+    PORT: '80a', DB_FILE: file, DATABASE_URL: 'mysql://db/hub', DB_SCHEMA: 'Hub', JWT_SECRET: '', ALLOW_WEAK_KEY: 'yes',
+    MAX_BUFFERED_BYTES: '0', CLOSE_GRACE_MS: '-1', SHUTDOWN_TIMEOUT_MS: '1e4', LOG_LEVEL: 'loud'
+  })
+  t.strictSame(await exited, [1, null])
+  t.equal(output().stdout, '')
+  t.strictSame(output().stderr.split('\n'), [
+    '[gateway] bad environment: PORT must be a whole number from 0 to 65535, received "80a"',
+    '[gateway] bad environment: DATABASE_URL must be a postgres:// or postgresql:// URL, received "mysql://db/hub"',
+    '[gateway] bad environment: DB_SCHEMA must be a lowercase identifier of 1 to 56 characters (a-z, 0-9, _; not starting with a digit or pg_), received "Hub"',
+    '[gateway] bad environment: JWT_SECRET must not be empty (unset it for a random secret), received ""',
+    '[gateway] bad environment: ALLOW_WEAK_KEY must be 1 or 0, received "yes"',
+    `[gateway] bad environment: MAX_BUFFERED_BYTES must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, received "0"`,
+    '[gateway] bad environment: CLOSE_GRACE_MS must be a whole number from 0 to 2147483647, received "-1"',
+    '[gateway] bad environment: SHUTDOWN_TIMEOUT_MS must be a whole number from 1 to 2147483647, received "1e4"',
+    '[gateway] bad environment: LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, received "loud"',
+    ''
+  ])
+  t.notOk(existsSync(file), 'nothing was opened')
 })
