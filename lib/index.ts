@@ -41,3 +41,8 @@ export type {
   CommandSubscribeMessage, CommandUnsubscribeMessage, SubscriptionListMessage,
   DeviceSaveMessage, DeviceGetMessage, DeviceDeleteMessage
 } from './schema.js'
+export type {
+  ActionName, ReplyTo, SuccessReplyTo, ReplyPayloads, UncheckedMessage, InsertedCommand, ServerInfo,
+  TokenRefreshMessage, TokenCreateMessage, ServerInfoMessage
+} from './schema.js'
+export type { SubscriptionListing } from './session.js'
