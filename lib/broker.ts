@@ -8,7 +8,7 @@ import { invoke, type InvokeOptions, type InvokeRequest } from './invoke.js'
 import { WriteOp } from './group-commit.js'
 import { INTERNAL_ERROR, MALFORMED_JSON, unknownAction, validationFailed } from './messages.js'
 import { resolveOptions, type BrokerOptions } from './options.js'
-import type { Command, Reply } from './schema.js'
+import type { Command, Message as AnyMessage, Reply, ReplyTo, UncheckedMessage } from './schema.js'
 import { Session, SessionState, type PushFunction, type SessionHost } from './session.js'
 import type { Store } from './store/store.js'
 import { describeAction, echoable, failure, frameFailure, success } from './wire.js'
@@ -109,7 +109,14 @@ export class Broker {
    * `token`, and resolves to the reply envelope of spec §1. Never throws and
    * never rejects. Subscription actions need a session and are answered 400.
    * A write's reply comes only once it is committed to the store.
+   *
+   * Typed per action: a `Message` resolves to its action's {@link ReplyTo} (narrow on
+   * `status === 'success'` to read e.g. `reply.command`), and an object literal with an action
+   * no one serves fails to compile. A JSON string, `unknown` or an object whose `action` is a
+   * plain `string` resolves to a {@link Reply}.
    */
+  handle<M extends AnyMessage> (message: M, token?: unknown): Promise<ReplyTo<M['action']>>
+  handle<const T> (message: T & UncheckedMessage<T>, token?: unknown): Promise<Reply>
   handle (message: unknown, token?: unknown): Promise<Reply> {
     return this.#dispatch(undefined, message, token, undefined)
   }

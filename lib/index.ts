@@ -15,7 +15,7 @@ export type { BrokerErrorCode } from './errors.js'
 
 export { memoryStore } from './store/memory.js'
 export { sqliteStore, SCHEMA_VERSION } from './store/sqlite.js'
-export type { SqliteStoreOptions } from './store/sqlite.js'
+export type { SqliteStoreOptions, SqliteDatabase } from './store/sqlite.js'
 export { postgresStore, POSTGRES_SCHEMA_VERSION } from './store/postgres.js'
 export type { PostgresStoreOptions } from './store/postgres.js'
 export type {
@@ -44,3 +44,8 @@ export type {
   CommandSubscribeMessage, CommandUnsubscribeMessage, SubscriptionListMessage,
   DeviceSaveMessage, DeviceGetMessage, DeviceDeleteMessage
 } from './schema.js'
+export type {
+  ActionName, ReplyTo, SuccessReplyTo, ReplyPayloads, UncheckedMessage, InsertedCommand, ServerInfo,
+  TokenRefreshMessage, TokenCreateMessage, ServerInfoMessage
+} from './schema.js'
+export type { SubscriptionListing } from './session.js'

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ProtocolError } from './errors.js'
 import { COMMAND_NAME_INVALID, DEVICE_NAME_INVALID, MALFORMED_JSON, validationFailed } from './messages.js'
+import type { SubscriptionListing } from './session.js'
 import { parseTimestamp } from './timestamp.js'
 
 // The shapes of DeviceHive requests, as zod schemas. Each checks JSON types
@@ -172,9 +173,32 @@ export interface DeviceDeleteMessage {
   deviceId: string | number
 }
 
+/** `token/refresh` (spec §11): a refresh token buys an access token. */
+export interface TokenRefreshMessage {
+  action: 'token/refresh'
+  requestId?: unknown
+  refreshToken: string
+}
+
+/** `token/create` (spec §11): a token pair no wider than the caller's token. */
+export interface TokenCreateMessage {
+  action: 'token/create'
+  requestId?: unknown
+  payload: z.input<typeof tokenPayload>
+}
+
+/** `server/info` (spec §11): the API version and the time; no token needed. */
+export interface ServerInfoMessage {
+  action: 'server/info'
+  requestId?: unknown
+}
+
 /** Any request the broker understands. */
 export type Message =
   | AuthenticateMessage
+  | TokenRefreshMessage
+  | TokenCreateMessage
+  | ServerInfoMessage
   | CommandInsertMessage
   | CommandUpdateMessage
   | CommandGetMessage
@@ -240,8 +264,67 @@ export interface ErrorReply {
   [key: string]: unknown
 }
 
-/** What `handle()` resolves to. */
+/** What `handle()` resolves to for a message whose action is not known when compiling (a JSON frame, `unknown`). */
 export type Reply = SuccessReply | ErrorReply
+
+/** An action the broker serves: the `action` of a {@link Message}. */
+export type ActionName = Message['action']
+
+/** The command as the `command/insert` reply carries it: the four keys the broker assigned. */
+export type InsertedCommand = Pick<Command, 'id' | 'timestamp' | 'lastUpdated' | 'userId'>
+
+/** The `info` of a `server/info` reply. */
+export type ServerInfo = {
+  apiVersion: string
+  serverTimestamp: string
+  restServerUrl: string | null
+  webSocketServerUrl: string | null
+}
+
+/** The payload keys of each action's success reply (after `action`, `requestId`, `status`). */
+export type ReplyPayloads = {
+  'authenticate': {}
+  'token/refresh': { accessToken: string }
+  'token/create': { accessToken: string, refreshToken: string }
+  'server/info': { info: ServerInfo }
+  'command/insert': { command: InsertedCommand }
+  'command/update': {}
+  'command/get': { command: Command }
+  'command/list': { commands: Command[] }
+  'command/subscribe': { subscriptionId: number }
+  'command/unsubscribe': {}
+  'subscription/list': { subscriptions: SubscriptionListing[] }
+  'device/save': {}
+  'device/get': { device: Device }
+  'device/delete': {}
+}
+
+/**
+ * The success reply to action `A`: the envelope, then the action's payload keys. `code` and
+ * `error` are never there; they are typed so that a reply can be read before it is narrowed.
+ */
+export type SuccessReplyTo<A extends ActionName> = {
+  action: A
+  requestId: unknown
+  status: 'success'
+  code?: undefined
+  error?: undefined
+} & ReplyPayloads[A]
+
+/**
+ * The reply to a message of action `A` (a union of actions gives a union of replies): narrow on
+ * `reply.status === 'success'` to read the payload with its type.
+ */
+export type ReplyTo<A extends ActionName> = A extends ActionName ? SuccessReplyTo<A> | ErrorReply : never
+
+/**
+ * What `handle()` takes besides a {@link Message}: a JSON frame, `unknown`, or any object whose
+ * `action` is not a string literal type. An object literal whose `action` is a string literal that
+ * no action has (a typo) is refused when compiling. Internal to the signatures of `handle()`.
+ */
+export type UncheckedMessage<T> = T extends { readonly action: infer A }
+  ? [A] extends [string] ? string extends A ? unknown : [A] extends [ActionName] ? unknown : { action: ActionName } : unknown
+  : unknown
 
 /** A subscription push (spec §10): no `status`, no `requestId`. */
 export interface Push {

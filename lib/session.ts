@@ -1,5 +1,5 @@
 import { channels } from './diagnostics.js'
-import type { Push, Reply } from './schema.js'
+import type { Message, Push, Reply, ReplyTo, UncheckedMessage } from './schema.js'
 
 /**
  * Receives a session's subscription pushes. Called synchronously; a returned
@@ -235,8 +235,11 @@ export class Session {
   /**
    * Handles one request (a parsed object or a raw JSON frame) and resolves to
    * its reply; never throws or rejects. `token`, when given, is used for this
-   * message instead of the session's own (set by `authenticate`).
+   * message instead of the session's own (set by `authenticate`). Typed per action as
+   * `broker.handle()` is.
    */
+  handle<M extends Message> (message: M, token?: unknown): Promise<ReplyTo<M['action']>>
+  handle<const T> (message: T & UncheckedMessage<T>, token?: unknown): Promise<Reply>
   handle (message: unknown, token?: unknown): Promise<Reply> {
     return this.#state.handle(message, token)
   }

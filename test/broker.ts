@@ -45,11 +45,13 @@ t.test('broker: an error reply has exactly action, requestId, code, status, erro
 
 t.test('broker: unknown and missing actions', async (t) => {
   const { broker, admin } = setup(t)
+  // @ts-expect-error an action no one serves fails to compile in an object literal; the broker answers it all the same
   t.strictSame(await broker.handle({ action: 'notification/insert', requestId: 1 }, admin),
     { action: 'notification/insert', requestId: 1, code: 400, status: 'error', error: 'Unknown action requested: notification/insert' })
   t.strictSame(await broker.handle({ requestId: 2 }, admin),
     { action: null, requestId: 2, code: 400, status: 'error', error: 'Unknown action requested: null' })
   t.strictSame(errorOf(await broker.handle({ action: 5 }, admin)), { code: 400, error: 'Unknown action requested: 5' })
+  // @ts-expect-error as above
   t.strictSame(errorOf(await broker.handle({ action: '__proto__' }, admin)), { code: 400, error: 'Unknown action requested: __proto__' })
 })
 

@@ -84,8 +84,6 @@ parentPort.once('message', () => {
 })
 `
 
-const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
-
 /**
  * Checkpoints a WAL-mode SQLite file from a worker thread, every `interval`
  * ms, with its own connection. The writing connection turns its own
@@ -101,7 +99,7 @@ export function startCheckpointer (file: string, options: CheckpointerOptions): 
     eval: true,
     // Plain CommonJS needs none of the parent's flags (loaders, test hooks...).
     execArgv: [],
-    workerData: { module: BETTER_SQLITE3, file, synchronous, interval, hurryPages }
+    workerData: { module: createRequire(import.meta.url).resolve('better-sqlite3'), file, synchronous, interval, hurryPages }
   })
   const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
   let opened!: () => void

@@ -1,5 +1,5 @@
-import Database from 'better-sqlite3'
 import { BrokerError } from '../errors.js'
+import { loadBetterSqlite3 } from './better-sqlite3.js'
 
 /** An exclusive lock taken by {@link lockFile}. */
 export interface FileLock {
@@ -29,6 +29,7 @@ export interface FileLock {
  */
 export function lockFile (lockPath: string, what: string): FileLock {
   // timeout 0: a held lock fails the open now, rather than after better-sqlite3's 5 s wait.
+  const Database = loadBetterSqlite3()
   const db = new Database(lockPath, { timeout: 0 })
   try {
     db.pragma('locking_mode = EXCLUSIVE')

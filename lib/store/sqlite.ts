@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
 import { LRUCache } from 'lru-cache'
+import { loadBetterSqlite3 } from './better-sqlite3.js'
 import { startCheckpointer, type Checkpointer } from './checkpointer.js'
 import { BrokerError } from '../errors.js'
 import { lockFile, type FileLock } from './file-lock.js'
@@ -41,6 +42,21 @@ export interface SqliteStoreOptions {
 /** The schema version this library writes (`PRAGMA user_version`). */
 export const SCHEMA_VERSION = 2
 
+/**
+ * A better-sqlite3 `Database`, as far as the declarations of this package name it: the few
+ * members they use, so that a consumer type-checks without better-sqlite3's types (a
+ * development dependency here). `sqliteStore` checks at run time that it is one.
+ */
+export interface SqliteDatabase {
+  readonly name: string
+  readonly open: boolean
+  readonly inTransaction: boolean
+  prepare (source: string): unknown
+  pragma (source: string, options?: { simple?: boolean }): unknown
+  exec (source: string): unknown
+  close (): unknown
+}
+
 const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
 // Per cached device, beyond its characters: the frozen record, string headers, and the cache's
 // Map entry and array slots. Measured: ~476 bytes of heap per device with a 12-character id and
@@ -71,8 +87,9 @@ const DEVICE_OVERHEAD = 400
  * this library, and whatever better-sqlite3 throws for an unreadable file (or
  * lock file). A failed call leaves nothing open: no connection, lock or thread.
  */
-export function sqliteStore (pathOrDatabase: string | Database.Database, options: SqliteStoreOptions = {}): SyncStore {
-  if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Database)) {
+export function sqliteStore (pathOrDatabase: string | SqliteDatabase, options: SqliteStoreOptions = {}): SyncStore {
+  const Sqlite = loadBetterSqlite3()
+  if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Sqlite)) {
     throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
   }
   const { synchronous = 'full', checkpoint = 'background', deviceCacheBytes = DEVICE_CACHE_BYTES } = options
@@ -89,7 +106,7 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
     throw new RangeError(`sqliteStore: options.deviceCacheBytes must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, received ${describe(deviceCacheBytes)}`)
   }
   const owned = typeof pathOrDatabase === 'string'
-  const db = owned ? new Database(pathOrDatabase) : pathOrDatabase
+  const db = owned ? new Sqlite(pathOrDatabase) : pathOrDatabase
   let lock: FileLock | undefined
   try {
     // The file's absolute path as SQLite resolved it (URI names too): '' for ':memory:' and
@@ -119,7 +136,7 @@ export function sqliteStore (pathOrDatabase: string | Database.Database, options
 }
 
 /** Should the background checkpointer fail, SQLite's own autocheckpoint takes over. */
-export function checkpointInline (db: Database.Database): void {
+export function checkpointInline (db: SqliteDatabase): void {
   if (db.open) db.pragma('wal_autocheckpoint = 1000')
 }
 
@@ -133,7 +150,7 @@ const WAL_SHORT = 4096
  * then never catches up): past WAL_LONG pages the writer checkpoints inline, SQLite's way,
  * until the WAL is back under WAL_SHORT.
  */
-export function pace (db: Database.Database, walPages: number): void {
+export function pace (db: SqliteDatabase, walPages: number): void {
   if (!db.open) return
   if (walPages > WAL_LONG) checkpointInline(db)
   else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
