@@ -10,9 +10,11 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { pino, type Logger } from 'pino'
+import { createServer, type ServerResponse } from 'node:http'
+import { Gauge, Registry } from 'prom-client'
 import { WebSocketServer } from 'ws'
 import { z } from 'zod'
-import { createBroker, DEFAULTS, postgresStore, signToken, sqliteStore, type Broker, type BrokerOptions, type Store } from '../lib/index.js'
+import { createBroker, DEFAULTS, postgresStore, signToken, sqliteStore, type Broker, type BrokerOptions, type BrokerStats, type Store } from '../lib/index.js'
 import { attach, type Attachment } from '../lib/ws/attach.js'
 
 /** startGateway's own options; any other createBroker option (clock, limits) is passed on. */
@@ -44,6 +46,8 @@ export interface Gateway {
   /** The ws server, e.g. to watch its connections ('connection'); close() closes it. */
   server: WebSocketServer
   url: string
+  /** `http://host:port`: `GET /metrics` (Prometheus text) and `GET /healthz` are served there. */
+  httpUrl: string
   adminToken: string
   /**
    * Stops accepting, answers the requests under way, sends every client 1001 (cutting off those
@@ -65,11 +69,17 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   // Bind the port before opening the database: a second copy on a busy port fails here
   // (EADDRINUSE) without having touched the first one's file. Frames over the broker's
   // maxFrameBytes are refused by ws itself (1009), before they are read into memory.
-  const server = new WebSocketServer({ host, port, path: '/api/websocket', maxPayload: brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes })
+  // One HTTP server: WebSocket upgrades on /api/websocket, /metrics and /healthz beside them.
+  const http = createServer((request, response) => { void serveHttp(request.url, response, broker, metrics) })
+  let server: WebSocketServer | undefined
   let broker: Broker | undefined
   let attachment: Attachment
+  const metrics = new Registry()
   try {
-    await once(server, 'listening')
+    http.listen(port, host)
+    await once(http, 'listening')
+    // Made once listening: ws re-emits the HTTP server's errors (EADDRINUSE) as its own.
+    server = new WebSocketServer({ server: http, path: '/api/websocket', maxPayload: brokerOptions.maxFrameBytes ?? DEFAULTS.maxFrameBytes })
     const store = databaseUrl === undefined
       ? sqliteStore(file)
       : postgresStore({ connectionString: databaseUrl, ...(schema === undefined ? {} : { schema }) })
@@ -80,10 +90,12 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
       onError: (err, { request }) => { logger.warn({ err, remoteAddress: request.socket.remoteAddress }, `closing a connection: ${err.message}`) }
     })
   } catch (err) {
-    server.close()
+    server?.close()
+    http.close()
     await broker?.close()
     throw err
   }
+  registerMetrics(metrics, broker)
   broker.on('error', (err) => { logger.error({ err }, `${err.code}: ${err.message}`) })
   server.on('error', (err) => { logger.error({ err }, `server: ${err.message}`) })
   server.on('connection', (socket, request) => {
@@ -100,17 +112,68 @@ export async function startGateway (options: GatewayOptions = {}): Promise<Gatew
   return {
     broker,
     server,
-    url: `ws://${host}:${(server.address() as AddressInfo).port}/api/websocket`,
+    url: `ws://${host}:${(http.address() as AddressInfo).port}/api/websocket`,
+    httpUrl: `http://${host}:${(http.address() as AddressInfo).port}`,
     adminToken: signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: now + 24 * 3_600_000 }, { secret, allowWeakKey: brokerOptions.allowWeakKey ?? false }),
     close () {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+        const httpStopped = new Promise<void>((resolve) => { http.close(() => { resolve() }) })
         await adapter.close()
         await stopped
+        http.closeAllConnections()
+        await httpStopped
         await opened.close()
       })()
       return closing
     }
+  }
+}
+
+// /healthz answers 200 while the broker serves, 503 once it has closed; /metrics is
+// broker.stats() in Prometheus's text format, read at each scrape.
+async function serveHttp (url: string | undefined, response: ServerResponse, broker: Broker | undefined, metrics: Registry): Promise<void> {
+  if (url === '/healthz') {
+    const healthy = broker !== undefined && !broker.closed
+    response.writeHead(healthy ? 200 : 503, { 'content-type': 'text/plain' }).end(healthy ? 'ok\n' : 'closed\n')
+    return
+  }
+  if (url === '/metrics' && broker !== undefined) {
+    const text = await metrics.metrics()
+    response.writeHead(200, { 'content-type': metrics.contentType }).end(text)
+    return
+  }
+  response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+}
+
+// One gauge per figure of broker.stats(), collected when Prometheus scrapes.
+function registerMetrics (registry: Registry, broker: Broker): void {
+  const figures: Array<[string, string, (stats: BrokerStats) => number | undefined]> = [
+    ['sessions', 'Open sessions.', (s) => s.sessions],
+    ['subscriptions', 'Live subscriptions.', (s) => s.subscriptions],
+    ['queued_writes', 'Writes waiting for the next group commit.', (s) => s.queuedWrites],
+    ['timers', 'Commands armed in the expiry wheel.', (s) => s.timers],
+    ['expiry_lag_ms', 'How late the wheel last fired for its most overdue command, ms.', (s) => s.expiryLag],
+    ['pending_commands', 'Pending commands of the devices counted so far.', (s) => s.pendingCommands],
+    ['commits_total', 'Group commits so far.', (s) => s.commits.count],
+    ['committed_writes_total', 'Writes committed so far.', (s) => s.commits.writes],
+    ['commit_largest_batch', 'Largest group commit, writes.', (s) => s.commits.largestBatch],
+    ['commit_seconds_total', 'Time spent committing, seconds.', (s) => s.commits.totalMs / 1000],
+    ['store_bytes', 'Bytes the store takes.', (s) => s.storeBytes]
+  ]
+  let stats: Promise<BrokerStats> | undefined
+  for (const [name, help, read] of figures) {
+    new Gauge({
+      name: `command_broker_${name}`,
+      help,
+      registers: [registry],
+      // One stats() per scrape, shared by every gauge.
+      async collect () {
+        stats ??= broker.stats().finally(() => { setImmediate(() => { stats = undefined }) })
+        const value = read(await stats)
+        if (value !== undefined) this.set(value)
+      }
+    })
   }
 }
 

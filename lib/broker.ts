@@ -225,6 +225,11 @@ export class Broker {
     this.#core.events.off(type, listener as (value: unknown) => void)
   }
 
+  /** Whether `close()` has been called. */
+  get closed (): boolean {
+    return this.#core.closed
+  }
+
   /**
    * Commits writes already accepted (their requests then resolve), stops the
    * expiry timer and recovery, closes every session and the store. Requests

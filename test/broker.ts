@@ -674,6 +674,14 @@ t.test('broker: close() commits what was accepted, then refuses politely and rel
   t.pass('close is idempotent')
 })
 
+t.test('broker: closed says whether close() was called', async (t) => {
+  const { broker } = setup(t)
+  t.equal(broker.closed, false)
+  const closing = broker.close()
+  t.equal(broker.closed, true, 'at once')
+  await closing
+})
+
 t.test('broker: on a store that answers later, close() waits for the last commit and its replies', async (t) => {
   const store = laterStore()
   const { broker, admin, device } = setup(t, {}, store)

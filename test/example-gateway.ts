@@ -217,6 +217,30 @@ t.test('example-gateway: a DATABASE_URL nobody answers on fails the start, and f
   await t.rejects(startGateway({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', secret: SECRET, port: 0, logger: silent }))
 })
 
+t.test('example-gateway: /healthz answers ok, /metrics is broker.stats() in Prometheus text, anything else 404', async (t) => {
+  const { gateway } = await openGateway(t)
+  const client = await new Client(gateway.url).open()
+  t.equal((await client.request({ action: 'authenticate', requestId: 1, token: gateway.adminToken })).status, 'success')
+  t.equal((await client.request({ action: 'device/save', requestId: 2, deviceId: 'lamp-1', device: { name: 'Lamp' } })).status, 'success')
+  t.equal((await client.request({ action: 'command/insert', requestId: 3, deviceId: 'lamp-1', command: { command: 'on', lifetime: 30 } })).status, 'success')
+  const health = await fetch(`${gateway.httpUrl}/healthz`)
+  t.equal(health.status, 200)
+  t.equal(await health.text(), 'ok\n')
+  const metrics = await fetch(`${gateway.httpUrl}/metrics`)
+  t.equal(metrics.status, 200)
+  t.match(metrics.headers.get('content-type'), /^text\/plain/)
+  const text = await metrics.text()
+  t.match(text, /^# HELP command_broker_sessions Open sessions\.$/m)
+  t.match(text, /^command_broker_sessions 1$/m, 'the one client')
+  t.match(text, /^command_broker_timers 1$/m, 'its command armed')
+  t.match(text, /^command_broker_commits_total [1-9]\d*$/m)
+  t.match(text, /^command_broker_store_bytes [1-9]\d*$/m, 'the SQLite file')
+  t.equal((await fetch(`${gateway.httpUrl}/nothing`)).status, 404)
+  const closed = client.closed()
+  client.socket.close()
+  await closed
+})
+
 t.test('example-gateway: a frame over 1 MiB closes only its connection, with 1009', async (t) => {
   const { gateway, logs } = await openGateway(t)
   const bystander = await new Client(gateway.url).open()
