@@ -5,7 +5,7 @@ import { serialiseJson } from '../limits.js'
 import { ACCESS_DENIED, DEVICE_ID_INVALID, DEVICE_NAME_INVALID, DEVICE_REQUIRED } from '../messages.js'
 import { deviceBody, deviceError, parse, type DeviceBody } from '../schema.js'
 import type { DeviceRecord } from '../store/store.js'
-import { nextTurn, STEP_EXAMINE } from '../turns.js'
+import { DELETE_STEP, nextTurn } from '../turns.js'
 import { toDevice } from '../wire.js'
 import { again, type Request, type Result } from './request.js'
 
@@ -49,7 +49,7 @@ function saveAs (request: Request, grant: Grant, body: DeviceBody, deviceId: str
   if (existing === undefined) {
     // Commands of an earlier device of this id, left by a deletion a crash cut short: gone
     // first, in bounded steps, or they would belong to the new device.
-    const deleted = core.store.deleteCommands(deviceId, STEP_EXAMINE)
+    const deleted = core.store.deleteCommands(deviceId, DELETE_STEP)
     if (deleted instanceof Promise) return deleted.then((count) => count > 0 ? purge(request, deviceId).then(() => again(request, save)) : store(request, device))
     if (deleted > 0) return purge(request, deviceId).then(() => again(request, save))
   }
@@ -116,8 +116,8 @@ function purge (request: Request, deviceId: string): Promise<void> {
 async function deleteAll (request: Request, deviceId: string): Promise<void> {
   const { core } = request
   for (;;) {
-    const step = core.store.deleteCommands(deviceId, STEP_EXAMINE)
-    if ((step instanceof Promise ? await step : step) < STEP_EXAMINE) return
+    const step = core.store.deleteCommands(deviceId, DELETE_STEP)
+    if ((step instanceof Promise ? await step : step) < DELETE_STEP) return
     await nextTurn()
     if (core.closed) return
   }

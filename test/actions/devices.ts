@@ -4,7 +4,7 @@ import t from 'tap'
 import { memoryStore } from '../../lib/store/memory.js'
 import type { Reply } from '../../lib/schema.js'
 import type { Store, SyncStore } from '../../lib/store/store.js'
-import { STEP_EXAMINE } from '../../lib/turns.js'
+import { DELETE_STEP } from '../../lib/turns.js'
 import { body, CLOSED, errorOf, insertAll, overridable, setup } from '../fixtures/broker.js'
 import { command, scanAll } from '../fixtures/store-suite.js'
 import { laterStore } from '../fixtures/later-store.js'
@@ -20,10 +20,10 @@ t.test('devices: device/delete deletes the commands a bounded step per turn, bef
   const store: Store = { ...overridable(inner), deleteCommands: (...args) => { const n = inner.deleteCommands(...args); steps.push(n); return n } }
   const { broker, admin, device } = setup(t, {}, store)
   await device('lamp-1')
-  fill(inner, 'lamp-1', 2 * STEP_EXAMINE + 10)
+  fill(inner, 'lamp-1', 2 * DELETE_STEP + 10)
   steps.length = 0
   t.equal((await broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)).status, 'success')
-  t.same(steps, [STEP_EXAMINE, STEP_EXAMINE, 10], 'three steps')
+  t.same(steps, [DELETE_STEP, DELETE_STEP, 10], 'three steps')
   t.equal(inner.getCommand(1, 0), undefined, 'every command is gone')
   t.equal(inner.deleteCommands('lamp-1', 10), 0)
 })
@@ -32,7 +32,7 @@ t.test('devices: saving a device of an id being deleted waits for the deletion',
   const store = memoryStore()
   const { broker, admin, device } = setup(t, {}, store)
   await device('lamp-1')
-  fill(store, 'lamp-1', 3 * STEP_EXAMINE)
+  fill(store, 'lamp-1', 3 * DELETE_STEP)
   const order: string[] = []
   const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin).then((reply) => { order.push('delete'); return reply })
   const saved = broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'again' } }, admin).then((reply) => { order.push('save'); return reply })
@@ -46,7 +46,7 @@ t.test('devices: saving a device of an id being deleted waits for the deletion',
 t.test('devices: a new device gets none of the commands an interrupted deletion left', async (t) => {
   const store = memoryStore()
   // As a crash in the middle of a device/delete leaves them: commands of an id with no device.
-  fill(store, 'ghost', STEP_EXAMINE + 5)
+  fill(store, 'ghost', DELETE_STEP + 5)
   const { broker, admin } = setup(t, {}, store)
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'ghost', device: { name: 'Ghost' } }, admin)).status, 'success')
   t.equal(store.deleteCommands('ghost', 10), 0, 'they were deleted first')
@@ -57,7 +57,7 @@ t.test('devices: close() during a deletion stops it; what is left stays invisibl
   const store = memoryStore()
   const { broker, admin, device } = setup(t, {}, store)
   await device('lamp-1')
-  fill(store, 'lamp-1', 3 * STEP_EXAMINE)
+  fill(store, 'lamp-1', 3 * DELETE_STEP)
   const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
   await new Promise(setImmediate)
   const closing = broker.close()
@@ -69,7 +69,7 @@ t.test('devices: a request that waited for a deletion is refused if the broker c
   const store = memoryStore()
   const { broker, admin, device } = setup(t, {}, store)
   await device('lamp-1')
-  fill(store, 'lamp-1', 3 * STEP_EXAMINE)
+  fill(store, 'lamp-1', 3 * DELETE_STEP)
   const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
   await new Promise(setImmediate)
   const saved: Promise<Reply> = broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'again' } }, admin)
@@ -138,7 +138,7 @@ t.test('devices: on a store that answers later, save, get and delete work, and a
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'lamp-1', device: { name: 'renamed' } }, admin)).status, 'success')
   t.equal(store.inner.getDevice('lamp-1')?.name, 'renamed')
   // Commands of a device that no longer exists, as a crash mid-delete leaves them.
-  insertAll(store.inner, Array.from({ length: STEP_EXAMINE + 1 }, (_, i) => command({ deviceId: 'ghost', timestamp: i })))
+  insertAll(store.inner, Array.from({ length: DELETE_STEP + 1 }, (_, i) => command({ deviceId: 'ghost', timestamp: i })))
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'ghost', device: { name: 'ghost' } }, admin)).status, 'success')
   t.strictSame(scanAll(store.inner, { deviceId: 'ghost', order: 'ASC', examine: 10_000, take: 10_000 }, 0), [], 'the new device starts with none')
   t.equal((await broker.handle({ action: 'device/save', deviceId: 'fresh', device: { name: 'fresh' } }, admin)).status, 'success', 'a new id with nothing to purge')
