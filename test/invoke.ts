@@ -1,7 +1,6 @@
 // broker.invoke(): insert a command, then wait for its device's first answer.
 import t from 'tap'
 import { createBroker, type Broker } from '../lib/broker.js'
-import { BrokerError } from '../lib/errors.js'
 import { manualClock } from '../lib/manual-clock.js'
 import type { Command, Push } from '../lib/schema.js'
 import type { Session } from '../lib/session.js'
@@ -9,6 +8,7 @@ import { errorOf, SECRET, setup, START } from './fixtures/broker.js'
 import { laterStore } from './fixtures/later-store.js'
 import { sharedSpace } from './fixtures/shared-store.js'
 import { signToken } from '../lib/auth.js'
+import { rejection } from './fixtures/throws.js'
 
 const turns = async (n = 5): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(setImmediate) }
 
@@ -22,15 +22,6 @@ async function deviceStub (broker: Broker, token: string, deviceId: string, answ
   const reply = await session.handle({ action: 'command/subscribe', deviceId })
   if (reply.status !== 'success') throw new Error(`subscribe failed: ${JSON.stringify(reply)}`)
   return session
-}
-
-const rejection = async (promise: Promise<unknown>): Promise<BrokerError> => {
-  try {
-    await promise
-  } catch (err) {
-    return err as BrokerError
-  }
-  throw new Error('it resolved')
 }
 
 t.test('invoke: resolves with the command as the device answered it', async (t) => {

@@ -41,6 +41,20 @@ if (fixture !== undefined) {
   const listeners = async (schema: string): Promise<number[]> =>
     (await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`${schema}:listen`])).rows.map((r) => r.pid as number)
   const database = async (): Promise<string> => (await admin.query('SELECT current_database() AS d')).rows[0].d
+  // Two stores on one schema: `a` as the test's user, `b` on a role of its own that a test can
+  // lock out (NOLOGIN) to cut b's connections without touching a's. Dropped at the end.
+  const twoStores = async (schema: string): Promise<{ role: string, a: Store, b: Store }> => {
+    const role = `${schema}_r`
+    await admin.query(`CREATE ROLE "${role}" LOGIN SUPERUSER`)
+    const a = open(schema)
+    await a.lastCommandId()
+    const b = open(schema, fixture.pool({ user: role, database: await database() }))
+    closers.unshift(async () => {
+      await admin.query(`REASSIGN OWNED BY "${role}" TO CURRENT_USER`)
+      await admin.query(`DROP ROLE "${role}"`)
+    })
+    return { role, a, b }
+  }
   const terminate = async (pids: number[]): Promise<void> => { for (const pid of pids) await admin.query('SELECT pg_terminate_backend($1)', [pid]) }
 
   t.test('events of one store reach another store\'s bus once each, in commit order per device', async (t) => {
@@ -96,16 +110,7 @@ if (fixture !== undefined) {
 
   t.test('a killed LISTEN connection reconnects, and catches up with nothing lost or twice', async (t) => {
     const schema = fixture.schema()
-    const role = `${schema}_r`
-    await admin.query(`CREATE ROLE "${role}" LOGIN SUPERUSER`)
-    const a = open(schema)
-    await a.lastCommandId()
-    const pool = fixture.pool({ user: role, database: await database() })
-    const b = open(schema, pool)
-    closers.unshift(async () => {
-      await admin.query(`REASSIGN OWNED BY "${role}" TO CURRENT_USER`)
-      await admin.query(`DROP ROLE "${role}"`)
-    })
+    const { role, a, b } = await twoStores(schema)
     const heard = listen(bus(b))
     // A bus of its own that remembers two events: its catch-up starts after what it forgot.
     const small = new PostgresBus({ pool: fixture.pool(), schema, window: 2 })
@@ -137,16 +142,7 @@ if (fixture !== undefined) {
 
   t.test('a failed read of an event restarts the connection, which catches up', async (t) => {
     const schema = fixture.schema()
-    const role = `${schema}_r`
-    await admin.query(`CREATE ROLE "${role}" LOGIN SUPERUSER`)
-    const a = open(schema)
-    await a.lastCommandId()
-    const pool = fixture.pool({ user: role, database: await database() })
-    const b = open(schema, pool)
-    closers.unshift(async () => {
-      await admin.query(`REASSIGN OWNED BY "${role}" TO CURRENT_USER`)
-      await admin.query(`DROP ROLE "${role}"`)
-    })
+    const { role, a, b } = await twoStores(schema)
     const heard = listen(bus(b))
     await bus(b).ready
     await a.saveDevice(device({ id: 'dev' }))

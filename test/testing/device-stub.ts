@@ -7,15 +7,7 @@ import { memoryStore } from '../../lib/store/memory.js'
 import { deviceStub } from '../../lib/testing/device-stub.js'
 import { createTestBroker } from '../../lib/testing/test-broker.js'
 import { SECRET } from '../fixtures/broker.js'
-
-const rejection = async (promise: Promise<unknown>): Promise<BrokerError> => {
-  try {
-    await promise
-  } catch (err) {
-    return err as BrokerError
-  }
-  throw new Error('it resolved')
-}
+import { rejection } from '../fixtures/throws.js'
 
 t.test('deviceStub: saves the missing device, answers each command with what answer() returns, and records them', async (t) => {
   const { broker, clock, tokens } = await createTestBroker()

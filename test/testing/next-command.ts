@@ -1,20 +1,11 @@
 // nextCommand(): the next command inserted for a device, as a promise.
 import t from 'tap'
 import { createBroker } from '../../lib/broker.js'
-import { BrokerError } from '../../lib/errors.js'
 import { memoryStore } from '../../lib/store/memory.js'
 import { nextCommand } from '../../lib/testing/next-command.js'
 import { createTestBroker } from '../../lib/testing/test-broker.js'
 import { SECRET } from '../fixtures/broker.js'
-
-const rejection = async (promise: Promise<unknown>): Promise<BrokerError> => {
-  try {
-    await promise
-  } catch (err) {
-    return err as BrokerError
-  }
-  throw new Error('it resolved')
-}
+import { rejection } from '../fixtures/throws.js'
 
 t.test('nextCommand: resolves with the next command inserted for the device, not another device\'s', async (t) => {
   const { broker, tokens } = await createTestBroker()

@@ -1,20 +1,11 @@
 // recordingSession(): a session whose pushes a test awaits one by one.
 import t from 'tap'
 import { createBroker } from '../../lib/broker.js'
-import { BrokerError } from '../../lib/errors.js'
 import { memoryStore } from '../../lib/store/memory.js'
 import { recordingSession } from '../../lib/testing/recording-session.js'
 import { createTestBroker } from '../../lib/testing/test-broker.js'
 import { SECRET } from '../fixtures/broker.js'
-
-const rejection = async (promise: Promise<unknown>): Promise<BrokerError> => {
-  try {
-    await promise
-  } catch (err) {
-    return err as BrokerError
-  }
-  throw new Error('it resolved')
-}
+import { rejection } from '../fixtures/throws.js'
 
 t.test('recordingSession: next() takes the pushes one by one, buffered or still to come', async (t) => {
   const { broker, tokens } = await createTestBroker()

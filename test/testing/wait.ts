@@ -1,21 +1,12 @@
 // waitFor(): one value, or a timeout on the clock, an abort, or the close of a test broker.
 import t from 'tap'
 import { createBroker } from '../../lib/broker.js'
-import { BrokerError } from '../../lib/errors.js'
 import { manualClock } from '../../lib/manual-clock.js'
 import { memoryStore } from '../../lib/store/memory.js'
 import { createTestBroker } from '../../lib/testing/test-broker.js'
 import { waitFor } from '../../lib/testing/wait.js'
 import { SECRET } from '../fixtures/broker.js'
-
-const rejection = async (promise: Promise<unknown>): Promise<BrokerError> => {
-  try {
-    await promise
-  } catch (err) {
-    return err as BrokerError
-  }
-  throw new Error('it resolved')
-}
+import { rejection } from '../fixtures/throws.js'
 
 // A listener that delivers when told, and says whether it is still listening.
 function source<T> (): { listen: (deliver: (value: T) => void) => () => void, send: (value: T) => void, listening: () => boolean } {
