@@ -1,6 +1,7 @@
 import { BrokerError } from './errors.js'
 import { describe } from './options.js'
 import type { Command } from './schema.js'
+import { checkSignal } from './waiting.js'
 
 /** Options of `broker.commands()`. */
 export interface CommandStreamOptions {
@@ -149,7 +150,7 @@ export class CommandStream implements AsyncIterableIterator<Command> {
 export function checkStreamOptions (options: unknown): CommandStreamOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError(`broker.commands: options must be an object, received ${describe(options)}`)
   const { signal, bufferSize, overflow } = options as CommandStreamOptions
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`broker.commands: options.signal must be an AbortSignal, received ${describe(signal)}`)
+  checkSignal('broker.commands', signal)
   if (bufferSize !== undefined && (!Number.isSafeInteger(bufferSize) || bufferSize < 1 || bufferSize > MAX_BUFFER_SIZE)) {
     throw new RangeError(`broker.commands: options.bufferSize must be an integer from 1 to ${MAX_BUFFER_SIZE}, received ${describe(bufferSize)}`)
   }

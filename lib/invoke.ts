@@ -6,7 +6,11 @@ import { ACCESS_DENIED } from './messages.js'
 import { describe } from './options.js'
 import type { Command, CommandInsertMessage, Reply } from './schema.js'
 import type { CommandRecord } from './store/store.js'
+import { aborted, checkSignal, checkTimeout } from './waiting.js'
 import { failure } from './wire.js'
+
+// How its errors name it.
+const WHO = 'broker.invoke'
 
 /** What `broker.invoke()` sends: a device, and the `command` object `command/insert` takes. */
 export interface InvokeRequest {
@@ -29,7 +33,7 @@ export interface InvokeOptions {
 export function invoke (core: Core, insert: (message: object, token: unknown) => Promise<Reply>, request: InvokeRequest, token: unknown, options: InvokeOptions = {}): Promise<Command> {
   const { signal, timeout } = check(request, options)
   if (core.closed) return Promise.reject(new BrokerError('ERR_CLOSED', 'broker.invoke: the broker is closed'))
-  if (signal?.aborted === true) return Promise.reject(aborted(signal))
+  if (signal?.aborted === true) return Promise.reject(aborted(WHO, signal))
   return new Promise<Command>((resolve, reject) => {
     let id: number | undefined
     let timer: unknown
@@ -52,7 +56,7 @@ export function invoke (core: Core, insert: (message: object, token: unknown) =>
     // Listening from before the insert: once its id is known, every later answer is heard.
     const subscriber: Subscriber = { filter: { deviceId: request.deviceId }, updates: true, deliver: heard }
     const remove = core.fanOut.add(subscriber)
-    const onAbort = (): void => { settle(aborted(signal as AbortSignal)) }
+    const onAbort = (): void => { settle(aborted(WHO, signal as AbortSignal)) }
     const onClose = (): void => { settle(new BrokerError('ERR_CLOSED', 'broker.invoke: the broker closed before the device answered')) }
     signal?.addEventListener('abort', onAbort, { once: true })
     core.closers.add(onClose)
@@ -95,20 +99,13 @@ async function read (core: Core, id: number): Promise<CommandRecord | undefined>
   return record instanceof Promise ? await record : record
 }
 
-function aborted (signal: AbortSignal): BrokerError {
-  return new BrokerError('ERR_ABORTED', 'broker.invoke: aborted', { cause: signal.reason })
-}
-
 function check (request: InvokeRequest, options: InvokeOptions): InvokeOptions {
   if (typeof request !== 'object' || request === null) throw new TypeError(`broker.invoke: request must be an object, received ${describe(request)}`)
   if (typeof request.deviceId !== 'string' || request.deviceId === '') {
     throw new TypeError(`broker.invoke: request.deviceId must be a non-empty string, received ${describe(request.deviceId)}`)
   }
   if (typeof options !== 'object' || options === null) throw new TypeError(`broker.invoke: options must be an object, received ${describe(options)}`)
-  const { signal, timeout } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`broker.invoke: options.signal must be an AbortSignal, received ${describe(signal)}`)
-  if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0)) {
-    throw new RangeError(`broker.invoke: options.timeout must be a finite number of ms >= 0, received ${describe(timeout)}`)
-  }
+  checkSignal(WHO, options.signal)
+  checkTimeout(WHO, options.timeout)
   return options
 }

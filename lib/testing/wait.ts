@@ -4,6 +4,7 @@ import type { Broker } from '../broker.js'
 import { systemClock, type Clock } from '../clock.js'
 import { BrokerError } from '../errors.js'
 import { describe } from '../options.js'
+import { aborted, checkSignal, checkTimeout } from '../waiting.js'
 import { kitOf } from './kit.js'
 
 /** How long a testing helper waits, and what may stop it. */
@@ -68,17 +69,11 @@ export function waitFor<T> (who: string, broker: Broker, options: WaitOptions, l
   })
 }
 
-function aborted (who: string, signal: AbortSignal): BrokerError {
-  return new BrokerError('ERR_ABORTED', `${who}: aborted`, { cause: signal.reason })
-}
-
 function check (who: string, options: WaitOptions): WaitOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError(`${who}: options must be an object, received ${describe(options)}`)
   const { signal, timeout, clock } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`${who}: options.signal must be an AbortSignal, received ${describe(signal)}`)
-  if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0)) {
-    throw new RangeError(`${who}: options.timeout must be a finite number of ms >= 0, received ${describe(timeout)}`)
-  }
+  checkSignal(who, signal)
+  checkTimeout(who, timeout)
   if (clock !== undefined && (typeof clock?.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function')) {
     throw new TypeError(`${who}: options.clock must be a Clock (setTimeout and clearTimeout), received ${describe(clock)}`)
   }
