@@ -47,8 +47,6 @@ export class Core {
   readonly store: Store
   /** The store's shared space when processes share it: then the store counts pending commands and publishes events. */
   readonly shared: SharedSpace | undefined
-  /** Where the broker hears of writes: the shared space's bus, or its own in-process one. */
-  readonly bus: Bus
   readonly clock: Clock
   readonly auth: Authenticator
   readonly fanOut: FanOut
@@ -64,7 +62,7 @@ export class Core {
    * of that device waits for it. With `deviceGeneration`, counting every one ever started, a
    * write whose device read overlapped one reads the device again.
    */
-  readonly deviceWrites = new Map<string, Promise<void>>()
+  readonly #deviceWrites = new Map<string, Promise<void>>()
   /** What ends each `broker.invoke()` still waiting and each `broker.commands()` stream, when the broker closes. */
   readonly closers = new Set<() => void>()
   deviceGeneration = 0
@@ -85,7 +83,8 @@ export class Core {
     this.store = guardStore(store)
     this.shared = this.store.shared
     this.#localBus = this.shared === undefined ? new LocalBus() : undefined
-    this.bus = this.shared?.bus ?? this.#localBus as LocalBus
+    // Where the broker hears of writes: the shared space's bus, or its own in-process one.
+    const bus: Bus = this.shared?.bus ?? this.#localBus as LocalBus
     this.clock = options.clock
     this.auth = new Authenticator(options.key, options.tokenCacheSize)
     this.fanOut = new FanOut((err) => { this.fail('ERR_SUBSCRIBER', 'a subscriber threw', err) })
@@ -93,7 +92,7 @@ export class Core {
       commit: (ops) => this.#commit(ops),
       settle: (ops) => { this.#settle(ops) }
     })
-    this.#stopListening = this.bus.subscribe(
+    this.#stopListening = bus.subscribe(
       (event) => { this.#deliver(event) },
       (err) => { this.fail('ERR_STORE', 'the store\'s event bus failed; it is recovering', err) }
     )
@@ -142,7 +141,7 @@ export class Core {
    * a store that answers later gets here.
    */
   deviceChanged (deviceId: string, generation: number): Promise<void> | undefined {
-    const writing = this.deviceWrites.get(deviceId)
+    const writing = this.#deviceWrites.get(deviceId)
     if (writing !== undefined) return writing
     return generation === this.deviceGeneration ? undefined : Promise.resolve()
   }
@@ -165,8 +164,8 @@ export class Core {
   #tracked<T> (deviceId: string, running: Promise<T>): Promise<T> {
     this.deviceGeneration++
     const settled = running.then(noop, noop)
-    this.deviceWrites.set(deviceId, settled)
-    void settled.then(() => { if (this.deviceWrites.get(deviceId) === settled) this.deviceWrites.delete(deviceId) })
+    this.#deviceWrites.set(deviceId, settled)
+    void settled.then(() => { if (this.#deviceWrites.get(deviceId) === settled) this.#deviceWrites.delete(deviceId) })
     return running
   }
 
@@ -259,12 +258,13 @@ export class Core {
         const { record } = op
         if (op.refusal !== undefined) continue
         if (record.expiresAt !== null && !this.closed) this.expiry.arm(record.id, record.expiresAt)
-        if (channels.insert.hasSubscribers) channels.insert.publish({ command: new CommandEvent('insert', record, op.device).command })
         // One whose lifetime ran out before it committed is gone for readers already: it is
         // reported when its timer fires, not pushed as new. A shared store published it.
-        if (bus !== undefined && this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)) {
-          bus.publish(new CommandEvent('insert', record, op.device))
-        }
+        const publish = bus !== undefined && this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)
+        if (!publish && !channels.insert.hasSubscribers) continue
+        const event = new CommandEvent('insert', record, op.device)
+        if (channels.insert.hasSubscribers) channels.insert.publish({ command: event.command })
+        if (publish) bus.publish(event)
       } else if (op.before !== undefined) {
         const { before, patch } = op
         if (bus !== undefined && !before.updated) this.pending.uncount(before)
