@@ -3,70 +3,23 @@
 // port, shutdown, and the command line under SIGTERM.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import type { Socket } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { pino, type Logger } from 'pino'
 import t, { type Test } from 'tap'
-import { WebSocket } from 'ws'
 import { startGateway, type Gateway, type GatewayOptions } from '../examples/gateway.js'
 import { signToken } from '../lib/auth.js'
 import { manualClock } from '../lib/manual-clock.js'
 import { sqliteStore } from '../lib/store/sqlite.js'
 import { postgres } from './fixtures/postgres.js'
+import { Client } from './fixtures/ws-client.js'
 
 const START = Date.parse('2026-01-01T00:00:00.000Z')
 /** 32 bytes once base64-decoded, as a JWT_SECRET must be without ALLOW_WEAK_KEY. */
 const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const GATEWAY = fileURLToPath(new URL('../examples/gateway.ts', import.meta.url))
 
-// A WebSocket client whose incoming frames can be awaited one by one, in order.
-class Client {
-  readonly socket: WebSocket
-  readonly #inbox: unknown[] = []
-  readonly #waiting: Array<(message: unknown) => void> = []
-
-  constructor (url: string) {
-    this.socket = new WebSocket(url)
-    this.socket.on('message', (data) => {
-      const message: unknown = JSON.parse(String(data))
-      const waiter = this.#waiting.shift()
-      if (waiter !== undefined) waiter(message)
-      else this.#inbox.push(message)
-    })
-  }
-
-  async open (): Promise<this> {
-    if (this.socket.readyState !== WebSocket.OPEN) await new Promise((resolve, reject) => { this.socket.once('open', resolve).once('error', reject) })
-    return this
-  }
-
-  next (): Promise<Record<string, unknown>> {
-    if (this.#inbox.length > 0) return Promise.resolve(this.#inbox.shift() as Record<string, unknown>)
-    return new Promise((resolve) => { this.#waiting.push(resolve as (message: unknown) => void) })
-  }
-
-  async request (message: Record<string, unknown>): Promise<Record<string, unknown>> {
-    this.socket.send(JSON.stringify(message))
-    return await this.next()
-  }
-
-  get queued (): number {
-    return this.#inbox.length
-  }
-
-  /** The close code the server's close frame carried (1006 if there was none). */
-  closed (): Promise<number> {
-    if (this.socket.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed: the code is lost'))
-    return new Promise((resolve) => { this.socket.once('close', resolve) })
-  }
-
-  /** The TCP socket under the WebSocket, to stop reading from it. */
-  get tcp (): Socket {
-    return (this.socket as unknown as { _socket: Socket })._socket
-  }
-}
 
 type LogRecord = Record<string, unknown>
 

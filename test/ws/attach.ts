@@ -4,7 +4,7 @@
 // with 1001, a grace period and a client that never answers.
 import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws'
 import { signToken } from '../../lib/auth.js'
@@ -13,58 +13,12 @@ import { BrokerError } from '../../lib/errors.js'
 import { memoryStore } from '../../lib/store/memory.js'
 import * as entry from '../../lib/ws/attach.js'
 import { attach, type AttachErrorContext, type AttachOptions, type Attachment } from '../../lib/ws/attach.js'
+import { Client } from '../fixtures/ws-client.js'
 
 const SECRET = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const TOKEN = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: Date.now() + 3_600_000 }, { secret: SECRET })
 const MiB = 1024 * 1024
 
-// A WebSocket client whose incoming frames can be awaited one by one, in order.
-class Client {
-  readonly socket: WebSocket
-  readonly #inbox: Array<Record<string, unknown>> = []
-  readonly #waiting: Array<(message: Record<string, unknown>) => void> = []
-
-  constructor (url: string) {
-    this.socket = new WebSocket(url)
-    this.socket.on('message', (data) => {
-      const message = JSON.parse(String(data)) as Record<string, unknown>
-      const waiter = this.#waiting.shift()
-      if (waiter !== undefined) waiter(message)
-      else this.#inbox.push(message)
-    })
-  }
-
-  async open (): Promise<this> {
-    await once(this.socket, 'open')
-    return this
-  }
-
-  next (): Promise<Record<string, unknown>> {
-    const queued = this.#inbox.shift()
-    if (queued !== undefined) return Promise.resolve(queued)
-    return new Promise((resolve) => { this.#waiting.push(resolve) })
-  }
-
-  async request (message: Record<string, unknown>): Promise<Record<string, unknown>> {
-    this.socket.send(JSON.stringify(message))
-    return await this.next()
-  }
-
-  get queued (): number {
-    return this.#inbox.length
-  }
-
-  /** The close code the server's close frame carried (1006 if there was none). */
-  async closed (): Promise<number> {
-    const [code] = await once(this.socket, 'close') as [number]
-    return code
-  }
-
-  /** The TCP socket under the WebSocket, to stop reading from it. */
-  get tcp (): Socket {
-    return (this.socket as unknown as { _socket: Socket })._socket
-  }
-}
 
 interface Setup {
   wss: WebSocketServer
