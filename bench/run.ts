@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import type { ScenarioResult } from './common.js'
 
 const SCENARIOS = ['insert-throughput', 'latency', 'expiry', 'fan-out', 'restart', 'token', 'stalls',
-  'postgres-insert', 'cluster-latency', 'cluster-expiry']
+  'postgres-insert', 'cluster-latency', 'cluster-expiry', 'retention']
 const quick = process.argv.includes('--quick')
 const here = (name: string): string => fileURLToPath(new URL(name, import.meta.url))
 const results: ScenarioResult[] = []

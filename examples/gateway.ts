@@ -211,6 +211,7 @@ export const environment = z.object({
   ALLOW_WEAK_KEY: z.enum(['0', '1'], 'must be 1 or 0').default('0'),
   MAX_BUFFERED_BYTES: integer(4 * 1024 * 1024, 1, Number.MAX_SAFE_INTEGER),
   CLOSE_GRACE_MS: integer(1000, 0, 2 ** 31 - 1),
+  RETENTION: integer(DEFAULTS.retention, 0, 2 ** 31 - 1),
   SHUTDOWN_TIMEOUT_MS: integer(10_000, 1, 2 ** 31 - 1),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent').default('info')
 })
@@ -237,6 +238,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     port: env.PORT,
     maxBufferedBytes: env.MAX_BUFFERED_BYTES,
     closeGraceMs: env.CLOSE_GRACE_MS,
+    retention: env.RETENTION,
     logger
   }).catch((err: unknown) => {
     logger.fatal({ err }, `could not start: ${err instanceof Error ? err.message : String(err)}`)

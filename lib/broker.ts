@@ -166,8 +166,9 @@ export class Broker {
    * with a `BrokerError`: `ERR_REFUSED` (the insert's error reply in `reply`), `ERR_EXPIRED`
    * (its lifetime ran out first), `ERR_TIMEOUT` (`options.timeout` ms passed first, on the
    * broker's clock), `ERR_ABORTED` (`options.signal`), `ERR_CLOSED`. A timed-out or aborted
-   * invocation leaves the command to its lifetime: give it one, or it waits for ever in the
-   * store. Throws `TypeError`/`RangeError` for a bad request or options.
+   * invocation leaves the command to its lifetime: give it one, or it waits in the store for
+   * ever (or for the broker's `retention`). Throws `TypeError`/`RangeError` for a bad request
+   * or options.
    */
   invoke (request: InvokeRequest, token: unknown, options?: InvokeOptions): Promise<Command> {
     return invoke(this.#core, (message, as) => this.handle(message, as), request, token, options)

@@ -23,7 +23,8 @@ const mitt = mittModule as unknown as typeof mittModule.default
 /** The broker's in-process events and what their listeners receive. */
 export interface BrokerEvents {
   /**
-   * A command expired before any `command/update`: the command as it stood,
+   * A command expired before any `command/update` (its lifetime ran out, or the broker's
+   * `retention` for one without: then its `lifetime` is null): the command as it stood,
    * deeply frozen. Commands that were updated expire silently.
    */
   expired: Command

@@ -28,6 +28,17 @@ export interface BrokerOptions {
   /** Largest `lifetime` a command may ask for, in seconds. Default 604800 (7 days). */
   maxLifetime?: number
   /**
+   * How long a command inserted without a `lifetime` is kept, in seconds; 0 keeps it until its
+   * device is deleted. Default 0, as before the option existed: a hub that runs for months
+   * should set it, or its store grows for ever. The command expires as if it had had that
+   * lifetime (gone for readers, and if never updated reported on `expired` and pushed with
+   * status `"expired"`), while its `lifetime` stays null, as the client sent it; an update does
+   * not extend it. It may exceed `maxLifetime`, which bounds what clients ask for. Footgun: it
+   * is fixed at insert, so commands stored while it was 0 are kept for ever, and changing it
+   * changes only later inserts; on a shared store give every process the same value.
+   */
+  retention?: number
+  /**
    * Largest serialised `parameters`, `result` or device `data`, and largest `status`, in
    * UTF-8 bytes (each). Default 65536.
    */
@@ -93,6 +104,7 @@ export interface BrokerOptions {
 export const DEFAULTS = Object.freeze({
   tick: 100,
   maxLifetime: 604_800,
+  retention: 0,
   maxPayloadBytes: 65_536,
   maxJsonDepth: 64,
   maxFilterItems: 100,
@@ -120,6 +132,7 @@ export interface ResolvedOptions extends Readonly<typeof DEFAULTS> {
 const LIMITS: Readonly<Record<keyof typeof DEFAULTS, readonly [min: number, max: number]>> = {
   tick: [1, 60_000],
   maxLifetime: [1, 2 ** 31 - 1],
+  retention: [0, 2 ** 31 - 1],
   maxPayloadBytes: [2, 2 ** 30],
   maxJsonDepth: [1, 1000],
   maxFilterItems: [1, 100_000],

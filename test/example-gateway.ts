@@ -371,7 +371,7 @@ interface Cli {
 
 /** Every variable the command line reads: unset in the child unless given. */
 const CONFIGURATION = ['HOST', 'PORT', 'DB_FILE', 'DATABASE_URL', 'DB_SCHEMA', 'JWT_SECRET', 'ALLOW_WEAK_KEY', 'MAX_BUFFERED_BYTES',
-  'CLOSE_GRACE_MS', 'SHUTDOWN_TIMEOUT_MS', 'LOG_LEVEL'] as const
+  'CLOSE_GRACE_MS', 'RETENTION', 'SHUTDOWN_TIMEOUT_MS', 'LOG_LEVEL'] as const
 
 /**
  * Runs the command-line gateway (examples/gateway.ts as the main module) in a child process
@@ -407,7 +407,7 @@ function runCli (t: Test, env: Record<string, string>): Cli {
 t.test('example-gateway: the command line logs its URL and admin token, serves, and exits 0 on SIGTERM', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'command-broker-gateway-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const { child, records, record, exited, output } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db') })
+  const { child, records, record, exited, output } = runCli(t, { PORT: '0', DB_FILE: join(dir, 'cli.db'), RETENTION: '3600' })
   const { url } = await record((r) => r.msg === `listening on ${String(r.url)}`) as { url: string }
   const { adminToken } = await record((r) => r.msg === 'admin token (24 h)') as { adminToken: string }
   t.match(url, /^ws:\/\/127\.0\.0\.1:\d+\/api\/websocket$/)
@@ -415,6 +415,10 @@ t.test('example-gateway: the command line logs its URL and admin token, serves, 
     'pino JSON lines on stdout, with ISO times')
   const client = await new Client(url).open()
   t.equal((await client.request({ action: 'authenticate', requestId: 1, token: adminToken })).status, 'success')
+  t.equal((await client.request({ action: 'device/save', requestId: 2, deviceId: 'lamp-1', device: { name: 'Lamp' } })).status, 'success')
+  t.equal((await client.request({ action: 'command/insert', requestId: 3, deviceId: 'lamp-1', command: { command: 'on' } })).status, 'success')
+  const metrics = await (await fetch(`${url.replace(/^ws/, 'http').replace(/\/api\/websocket$/, '')}/metrics`)).text()
+  t.match(metrics, /^command_broker_timers 1$/m, 'RETENTION armed the command sent without a lifetime')
   const code = client.closed()
   child.kill('SIGTERM')
   t.equal(await code, 1001, 'the connected client is told the server is going away')
@@ -517,7 +521,7 @@ t.test('example-gateway: the command line names every bad variable of its enviro
   const file = join(dir, 'never.db')
   const { output, exited } = runCli(t, {
     PORT: '80a', DB_FILE: file, DATABASE_URL: 'mysql://db/hub', DB_SCHEMA: 'Hub', JWT_SECRET: '', ALLOW_WEAK_KEY: 'yes',
-    MAX_BUFFERED_BYTES: '0', CLOSE_GRACE_MS: '-1', SHUTDOWN_TIMEOUT_MS: '1e4', LOG_LEVEL: 'loud'
+    MAX_BUFFERED_BYTES: '0', CLOSE_GRACE_MS: '-1', RETENTION: '1d', SHUTDOWN_TIMEOUT_MS: '1e4', LOG_LEVEL: 'loud'
   })
   t.strictSame(await exited, [1, null])
   t.equal(output().stdout, '')
@@ -529,6 +533,7 @@ t.test('example-gateway: the command line names every bad variable of its enviro
     '[gateway] bad environment: ALLOW_WEAK_KEY must be 1 or 0, received "yes"',
     `[gateway] bad environment: MAX_BUFFERED_BYTES must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, received "0"`,
     '[gateway] bad environment: CLOSE_GRACE_MS must be a whole number from 0 to 2147483647, received "-1"',
+    '[gateway] bad environment: RETENTION must be a whole number from 0 to 2147483647, received "1d"',
     '[gateway] bad environment: SHUTDOWN_TIMEOUT_MS must be a whole number from 1 to 2147483647, received "1e4"',
     '[gateway] bad environment: LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, received "loud"',
     ''

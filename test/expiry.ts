@@ -1,7 +1,11 @@
 // Expiry: the timer wheel and start-up recovery, through the broker.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
 import type { BrokerError } from '../lib/errors.js'
 import { memoryStore } from '../lib/store/memory.js'
+import { sqliteStore } from '../lib/store/sqlite.js'
 import type { Command } from '../lib/schema.js'
 import type { CommandRecord, Store } from '../lib/store/store.js'
 import { body, insertAll, insertOne, overridable, setup, START } from './fixtures/broker.js'
@@ -69,6 +73,34 @@ t.test('expiry: recovery steps through a million ids of commands without a lifet
   t.strictSame(await broker.ready, { expired: 0, rearmed: 1 })
   t.equal(steps.length, 6, 'six steps of 1000 ids, one per turn, though only one command expires')
   t.ok(steps.every((examine) => examine === 1000))
+})
+
+t.test('expiry: after a restart on SQLite, retention is expired or re-armed as set at insert, whatever the new broker\'s', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'command-broker-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'hub.db')
+  const before = setup(t, {}, sqliteStore(file))
+  await before.device('lamp-1')
+  await before.insert('lamp-1', { command: 'old' })
+  await before.broker.close()
+  const retained = setup(t, { retention: 60 }, sqliteStore(file))
+  await retained.insert('lamp-1', { command: 'due' })
+  retained.clock.advance(30_000)
+  await retained.insert('lamp-1', { command: 'kept' })
+  await retained.broker.close()
+
+  // 70 s after the start, a broker without retention opens the file.
+  const { broker, admin, clock } = setup(t, {}, sqliteStore(file), START + 70_000)
+  const expired: Command[] = []
+  broker.on('expired', (c) => { expired.push(c) })
+  t.strictSame(await broker.ready, { expired: 1, rearmed: 1 })
+  t.same(expired.map((c) => [c.command, c.lifetime]), [['due', null]], 'what fell due meanwhile expired and was reported')
+  clock.advance(19_999)
+  t.equal(expired.length, 1)
+  clock.advance(1)
+  t.same(expired.map((c) => c.command), ['due', 'kept'], 'the rest expires on time')
+  t.equal((await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 1 }, admin)).status, 'success',
+    'a command inserted while retention was 0 is kept')
 })
 
 const turns = async (n = 5): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(setImmediate) }

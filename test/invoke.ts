@@ -70,6 +70,21 @@ t.test('invoke: ERR_EXPIRED when the lifetime runs out first; ERR_TIMEOUT after 
   t.equal(listed.commands.length, 1, 'the command stays, to its lifetime')
 })
 
+t.test('invoke: ERR_EXPIRED when the broker\'s retention runs out first for a command without a lifetime', async (t) => {
+  const { broker, admin, device, clock } = setup(t, { retention: 60 })
+  await device('lamp-1')
+  const expiring = rejection(broker.invoke({ deviceId: 'lamp-1', command: { command: 'on' } }, admin))
+  await turns()
+  clock.advance(59_999)
+  await turns()
+  let settled = false
+  void expiring.then(() => { settled = true })
+  await turns()
+  t.equal(settled, false, 'still waiting just before')
+  clock.advance(1)
+  t.equal((await expiring).code, 'ERR_EXPIRED')
+})
+
 t.test('invoke: ERR_ABORTED for a signal aborted before or while it waits', async (t) => {
   const { broker, admin, device } = setup(t)
   await device('lamp-1')

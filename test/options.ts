@@ -12,6 +12,7 @@ const STRONG = 'dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE='
 const LIMITS: Record<keyof typeof DEFAULTS, [number, number]> = {
   tick: [1, 60_000],
   maxLifetime: [1, 2 ** 31 - 1],
+  retention: [0, 2 ** 31 - 1],
   maxPayloadBytes: [2, 2 ** 30],
   maxJsonDepth: [1, 1000],
   maxFilterItems: [1, 100_000],
@@ -40,6 +41,7 @@ t.test('options: DEFAULTS holds the documented defaults and is frozen', async (t
   t.strictSame({ ...DEFAULTS }, {
     tick: 100,
     maxLifetime: 604_800,
+    retention: 0,
     maxPayloadBytes: 65_536,
     maxJsonDepth: 64,
     maxFilterItems: 100,
@@ -77,7 +79,7 @@ t.test('options: undefined values take the default', async (t) => {
 
 t.test('options: given values are kept', async (t) => {
   const clock = manualClock(1000)
-  const given = { tick: 5, maxLifetime: 60, maxPayloadBytes: 100, maxJsonDepth: 3, maxFilterItems: 2, maxFrameBytes: 200, maxReplyBytes: 5000, maxTake: 9, maxHistory: 11, maxSortWindow: 12, accessTokenLifetime: 13, refreshTokenLifetime: 14, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
+  const given = { tick: 5, maxLifetime: 60, retention: 90, maxPayloadBytes: 100, maxJsonDepth: 3, maxFilterItems: 2, maxFrameBytes: 200, maxReplyBytes: 5000, maxTake: 9, maxHistory: 11, maxSortWindow: 12, accessTokenLifetime: 13, refreshTokenLifetime: 14, maxPendingPerDevice: 3, maxSubscriptionsPerSession: 4, tokenCacheSize: 0, writeBatch: 7, expiryBatch: 8 }
   const resolved = resolveOptions({ key: new Uint8Array([1, 2, 3]), allowWeakKey: true, clock, ...given })
   t.strictSame([...resolved.key], [1, 2, 3], 'raw key')
   t.equal(resolved.allowWeakKey, true)
@@ -114,7 +116,7 @@ t.test('options: every numeric option refuses a non-integer or out-of-range numb
 
 t.test('options: an unknown option is a TypeError naming it', async (t) => {
   expectError(t, () => resolveWith({ ticks: 5 }), TypeError,
-    'createBroker: unknown option ticks; expected one of secret, key, allowWeakKey, clock, tick, maxLifetime, maxPayloadBytes, maxJsonDepth, maxFilterItems, maxFrameBytes, maxReplyBytes, maxTake, maxHistory, maxSortWindow, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch, accessTokenLifetime, refreshTokenLifetime',
+    'createBroker: unknown option ticks; expected one of secret, key, allowWeakKey, clock, tick, maxLifetime, retention, maxPayloadBytes, maxJsonDepth, maxFilterItems, maxFrameBytes, maxReplyBytes, maxTake, maxHistory, maxSortWindow, maxPendingPerDevice, maxSubscriptionsPerSession, tokenCacheSize, writeBatch, expiryBatch, accessTokenLifetime, refreshTokenLifetime',
     'ticks')
   expectError(t, () => resolveWith({ jwtSecret: 'x' }), TypeError, /^createBroker: unknown option jwtSecret;/, 'jwtSecret')
   expectError(t, () => resolveOptions({ foo: undefined } as BrokerOptions), TypeError, /unknown option foo/, 'checked before the key, even when undefined')

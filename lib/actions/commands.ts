@@ -28,7 +28,7 @@ export function insert (request: Request): Result | Promise<Result> {
 
 function insertFor (request: Request, grant: Grant, device: DeviceRecord): Result | Promise<Result> {
   const { core, msg } = request
-  const { maxLifetime, maxPendingPerDevice } = core.options
+  const { maxLifetime, maxPendingPerDevice, retention } = core.options
   // A device's count is loaded once, in bounded steps. If that takes turns, the whole request
   // runs again after them: the broker may have closed, the device changed or gone meanwhile.
   // A shared store counts for the whole cluster, at commit.
@@ -62,7 +62,10 @@ function insertFor (request: Request, grant: Grant, device: DeviceRecord): Resul
     }
     pending.count++
   }
-  // Lifetimes run on the timing clock; the times clients see are the wall clock's.
+  // Lifetimes run on the timing clock; the times clients see are the wall clock's. Retention
+  // rides on the expiry of lifetimes (wheel, recovery, sweep), but the wire keeps the
+  // client's null lifetime.
+  const keepFor = lifetime ?? (retention === 0 ? null : retention)
   const date = core.date()
   const timestamp = body.timestamp ?? date
   return core.writes.push(new InsertOp({
@@ -78,7 +81,7 @@ function insertFor (request: Request, grant: Grant, device: DeviceRecord): Resul
     lifetime,
     status,
     result,
-    expiresAt: lifetime === null ? null : core.clock.now() + lifetime * 1000,
+    expiresAt: keepFor === null ? null : core.clock.now() + keepFor * 1000,
     updated: false
   }, device))
 }

@@ -92,3 +92,46 @@ t.test('commands: on a store that answers later, get, update, list sorted and a 
   t.equal((await insert('lamp-1', { command: 'c' })).status, 'success', 'the update freed a slot')
   t.ok(store.ran.countPending >= 1, 'the count was loaded through the store')
 })
+
+t.test('commands: with retention, a command inserted without a lifetime expires after it, keeping its null lifetime', async (t) => {
+  // Retention longer than maxLifetime: it bounds what clients ask for, not what the hub keeps.
+  const { broker, admin, device, insert, clock } = setup(t, { maxLifetime: 30, retention: 60 })
+  const expired: Command[] = []
+  const updates: Command[] = []
+  broker.on('expired', (c) => { expired.push(c) })
+  broker.subscribe({ returnUpdatedCommands: true }, (c) => { updates.push(c) })
+  await device('lamp-1')
+  await insert('lamp-1', { command: 'kept' })
+  const kept = body(await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 1 }, admin)).command as Command
+  t.equal(kept.lifetime, null, 'a reader sees what the client sent: no lifetime')
+  await insert('lamp-1', { command: 'short', lifetime: 20 })
+  await insert('lamp-1', { command: 'answered' })
+  t.equal((await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: 3, command: { status: 'done' } }, admin)).status, 'success')
+  const get = async (commandId: number): Promise<unknown> => {
+    const reply = await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId }, admin)
+    return reply.status === 'success' ? (reply.command as Command).command : errorOf(reply)
+  }
+
+  clock.advance(20_000)
+  t.same(expired.map((c) => c.command), ['short'], 'a command with a lifetime keeps it')
+  clock.advance(39_999)
+  t.equal(await get(1), 'kept', 'still there just before retention ends')
+  t.equal(await get(3), 'answered', 'an update does not extend retention, nor end it')
+  clock.advance(1)
+  t.strictSame(await get(1), { code: 404, error: 'Command with id = 1 not found' }, 'gone once it ends, as an expired command is')
+  t.strictSame(await get(3), { code: 404, error: 'Command with id = 3 not found' }, 'an updated command goes too')
+  const listed = body(await broker.handle({ action: 'command/list', deviceId: 'lamp-1' }, admin)).commands as Command[]
+  t.same(listed, [], 'and leaves the list')
+  t.same(expired.map((c) => [c.command, c.lifetime]), [['short', 20], ['kept', null]], 'reported like an expiry (the updated one is not), lifetime still null')
+  t.same(updates.filter((c) => c.status === 'expired').map((c) => c.id), [2, 1], 'and pushed to update subscribers with status "expired"')
+})
+
+t.test('commands: without retention (the default), a command without a lifetime is kept', async (t) => {
+  const { broker, token, device, insert, clock } = setup(t)
+  await device('lamp-1')
+  await insert('lamp-1', { command: 'kept' })
+  clock.advance(10 * 365 * 86_400_000)
+  // A token of ten years later: the first has run out by then.
+  t.equal((await broker.handle({ action: 'command/get', deviceId: 'lamp-1', commandId: 1 }, token())).status, 'success', 'ten years later')
+  t.equal((await broker.stats()).timers, 0, 'it was never armed')
+})
