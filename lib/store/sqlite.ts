@@ -16,7 +16,8 @@ import type {
  */
 export interface SqliteStore extends SyncStore {
   /**
-   * Copies the database to the file at `path` (created, or replaced), while the store goes on
+   * Copies the database to the file at `path` (created, or overwritten if it is a SQLite
+   * database; any other file there makes it reject), while the store goes on
    * serving: SQLite's backup API, 256 pages (1 MiB) per step with an event-loop turn between
    * steps, so one step blocks about a millisecond. The copy is a consistent snapshot of every
    * committed write, those still in the WAL included; writes this store makes meanwhile are
@@ -29,7 +30,8 @@ export interface SqliteStore extends SyncStore {
    *
    * Rejects with `BrokerError` `ERR_CLOSED` on a closed store (or one closed before the copy
    * ended), and with what better-sqlite3 throws for a path it cannot write (a missing
-   * directory: `TypeError`).
+   * directory: `TypeError`). Never give it the path of a file a store has open: the copy
+   * overwrites it under that store.
    */
   backup: (path: string) => Promise<SqliteBackup>
 }
@@ -52,8 +54,10 @@ export interface SqliteStoreOptions {
   /**
    * Who checkpoints the WAL of a file the store opens. `'background'` (default): a worker
    * thread with its own connection, so checkpoint fsyncs never stall the event loop (they
-   * cost milliseconds each on small disks); `'inline'`: SQLite's own autocheckpoint, in the
-   * committing call. Ignored for `':memory:'` and for a `Database` passed in.
+   * cost milliseconds each on small disks), and which truncates the WAL of an idle store to
+   * nothing; `'inline'`: SQLite's own autocheckpoint, in the committing call, and an idle
+   * store's WAL stays as the last checkpoint left it (cut back to 16 MiB when it restarts).
+   * Ignored for `':memory:'` and for a `Database` passed in.
    */
   checkpoint?: 'background' | 'inline'
   /**
