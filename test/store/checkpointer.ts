@@ -34,7 +34,9 @@ t.test('checkpointer: reports the WAL length after each checkpoint', async (t) =
   const checkpointer = startCheckpointer(db.name, { synchronous: 'normal', onFailure: (err) => t.fail(String(err)), onProgress: (pages) => { lengths.push(pages) } })
   await checkpointer.close()
   t.ok(lengths.length >= 1, 'at least the last checkpoint reported')
-  t.ok(lengths.every((pages) => Number.isInteger(pages) && pages > 0), `WAL lengths in pages: ${lengths.join(', ')}`)
+  t.ok(lengths.every((pages) => Number.isInteger(pages) && pages >= 0), `WAL lengths in pages: ${lengths.join(', ')}`)
+  // A later pass may find the WAL idle and truncate it: 0.
+  t.ok((lengths[0] as number) > 0, 'the first found the frames written before it')
 })
 
 // Under a writer that outruns checkpoints every `interval`, the frames left to copy pile up,
@@ -79,8 +81,9 @@ t.test('checkpointer: a WAL all copied with no new frames since the last pass is
     onProgress: (pages) => { lengths.push(pages) }
   })
   t.ok(statSync(wal).size > 0, 'a burst of writes left a WAL')
-  await until(() => statSync(wal).size === 0, 'the idle WAL to be truncated', 10_000)
-  t.ok(lengths.includes(0), `the truncating pass reported an empty WAL: ${lengths.join(', ')}`)
+  // The file is truncated a moment before the pass's report arrives: wait for both.
+  await until(() => statSync(wal).size === 0 && lengths.includes(0), 'the idle WAL to be truncated, and the pass to report it', 10_000)
+  t.pass(`the truncating pass reported an empty WAL: ${lengths.join(', ')}`)
   const truncatedAt = lengths.lastIndexOf(0)
   await until(() => lengths.length > truncatedAt + 2, 'more passes')
   t.ok(lengths.slice(truncatedAt).every((pages) => pages === 0), 'later passes find it empty and leave it')
