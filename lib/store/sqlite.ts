@@ -100,12 +100,17 @@ const INCREMENTAL = 2
 // expiries free the pages its inserts then take, does not shrink the file only to grow it again.
 const RECLAIM_MIN = 1024
 const RECLAIM_SHARE = 4
-// Pages one reclaim step moves and cuts off (incremental_vacuum): 0.4-1.3 ms a step measured on
-// this project's 2-core VM, 5-15 ms for 1024 (with outliers past 50 ms).
+// Pages one reclaim step moves and cuts off (incremental_vacuum). Measured on this project's
+// 2-core VM at a load of 4-6: the pragma 0.3 ms (median), the whole step with its commit 1.4 ms
+// with synchronous 'normal', 3.5-6.4 ms with 'full' (the fsync any commit costs); 1024 pages
+// took 5-15 ms, with outliers past 50 ms.
 const RECLAIM_STEP = 128
 // Ms between reclaim steps: a step commits (an fsync with synchronous 'full'), and the requests
-// being served come first. 128 pages every 10 ms gives back up to 50 MiB/s.
-const RECLAIM_INTERVAL = 10
+// being served come first. 128 pages every 50 ms gives back up to 10 MiB/s, and writes some
+// 12 MiB/s of WAL (moved pages, their parents, the pointer map), which the background
+// checkpointer folds back as it goes; every 10 ms, the WAL outgrew it, and steps that met its
+// restart or an inline checkpoint took 30 ms.
+const RECLAIM_INTERVAL = 50
 // Pages per backup step: ~1 ms each measured, with a turn of the event loop between steps.
 const BACKUP_STEP = 256
 // Per cached device, beyond its characters: the frozen record, string headers, and the cache's
