@@ -73,7 +73,7 @@ async function limit (total: number): Promise<number> {
   db.pragma('journal_mode = WAL')
   db.pragma('synchronous = NORMAL')
   db.pragma('wal_autocheckpoint = 0')
-  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
+  db.pragma(`journal_size_limit = ${16 * 1024 * 1024}`)
   const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
   const insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
     device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)

@@ -38,23 +38,35 @@ const db = new Database(workerData.file, { timeout: 5000 })
 db.pragma('synchronous = ' + workerData.synchronous)
 parentPort.postMessage('ready')
 let copied = 0
+let length = 0
+// A checkpoint that takes the writer lock: only if it is free this instant (no wait), so that
+// it never holds up the writer for long.
+const exclusive = (mode) => {
+  db.pragma('busy_timeout = 0')
+  try {
+    return db.pragma('wal_checkpoint(' + mode + ')')[0]
+  } finally {
+    db.pragma('busy_timeout = 5000')
+  }
+}
 const checkpoint = () => {
   let [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
   // The counts start again when the WAL does.
   const fresh = checkpointed !== copied
   const hurry = fresh && log > workerData.hurryPages
   if (hurry && checkpointed === log) {
-    // All copied, yet a writer that never pauses never restarts the WAL: restart it here, if
-    // the writer lock is free this instant (no wait), which costs the writer little, as there
-    // is next to nothing left to copy. Else the WAL grows until the writer checkpoints inline.
-    db.pragma('busy_timeout = 0')
-    try {
-      [{ log, checkpointed }] = db.pragma('wal_checkpoint(RESTART)')
-    } finally {
-      db.pragma('busy_timeout = 5000')
-    }
+    // All copied, yet a writer that never pauses never restarts the WAL: restart it here,
+    // which costs the writer little, as there is next to nothing left to copy. Else the WAL
+    // grows until the writer checkpoints inline.
+    ({ log, checkpointed } = exclusive('RESTART'))
+  } else if (log > 0 && log === length && checkpointed === log) {
+    // All copied and nothing written since the last pass: the hub is idle. Cut the WAL to
+    // nothing, once (the next pass finds it empty), rather than leave up to the journal size
+    // limit on disk until the next write restarts it.
+    ({ log, checkpointed } = exclusive('TRUNCATE'))
   }
   copied = checkpointed
+  length = log
   parentPort.postMessage(log)
   return hurry
 }
@@ -88,7 +100,10 @@ parentPort.once('message', () => {
  * Checkpoints a WAL-mode SQLite file from a worker thread, every `interval`
  * ms, with its own connection. The writing connection turns its own
  * autocheckpoint off, so checkpoint fsyncs and page copies never stall the
- * event loop that answers requests. Once its connection is open, the worker is
+ * event loop that answers requests. A pass that finds the WAL all copied and no
+ * longer than at the pass before (an idle writer) truncates it to zero bytes,
+ * once, so that an idle hub keeps no WAL on disk; like the restart under a busy
+ * writer, only if the writer lock is free that instant. Once its connection is open, the worker is
  * `unref()`'d: a checkpointer that is never closed does not keep the process
  * alive (the process may then end with a WAL left to fold in, which SQLite does
  * at the next open).

@@ -11,7 +11,8 @@ import { lockFile } from '../../lib/store/file-lock.js'
 import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
 import type { DeviceRecord, SyncStore } from '../../lib/store/store.js'
 import { batch, command, device, insertSync, scanAll, storeSuite, updateSync } from '../fixtures/store-suite.js'
-import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
+import { expectError as expectOptionError, rejection, thrown } from '../fixtures/throws.js'
+import { until } from '../fixtures/until.js'
 
 const dir = t.testdir()
 let files = 0
@@ -850,4 +851,185 @@ t.test('sqlite-store: size() is the file\'s pages and its WAL, and grows with wh
   t.teardown(() => { rollback.close(); db.close() })
   const pages = (db.pragma('page_count', { simple: true }) as number) * (db.pragma('page_size', { simple: true }) as number)
   t.equal(size(rollback), pages, 'a passed-in database without a WAL: its pages alone')
+})
+
+t.test('sqlite-store: the WAL is cut back to journal_size_limit when it restarts, in either checkpoint mode', async (t) => {
+  const seen = spy(t)
+  for (const checkpoint of ['background', 'inline'] as const) {
+    const store = sqliteStore(file(), { checkpoint })
+    t.equal((seen.databases.at(-1) as Database.Database).pragma('journal_size_limit', { simple: true }), 16 * 1024 * 1024, checkpoint)
+    await store.close()
+  }
+  const db = new Database(':memory:')
+  const passed = sqliteStore(db)
+  t.equal(db.pragma('journal_size_limit', { simple: true }), -1, 'a passed-in Database keeps its owner\'s setting')
+  passed.close()
+  db.close()
+})
+
+// What an idle inline store holds: SQLite's autocheckpoint copies the WAL back after a commit,
+// and the next write restarts the WAL, cutting it back to the limit.
+t.test('sqlite-store: inline checkpoints: after a burst past the limit, the next write cuts the WAL back to it', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename, { checkpoint: 'inline', synchronous: 'normal' })
+  t.teardown(() => store.close())
+  const big = JSON.stringify('x'.repeat(100_000))
+  store.commit(batch({ inserts: Array.from({ length: 200 }, () => command({ parameters: big })) }), 0)
+  const wal = `${filename}-wal`
+  t.ok(fs.statSync(wal).size > 16 * 1024 * 1024, `the burst grew the WAL past the limit: ${fs.statSync(wal).size} bytes`)
+  insertSync(store, command())
+  t.ok(fs.statSync(wal).size <= 16 * 1024 * 1024, `then one small write: ${fs.statSync(wal).size} bytes`)
+})
+
+t.test('sqlite-store: background checkpoints: an idle store\'s WAL is truncated to nothing', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename, { synchronous: 'normal' })
+  t.teardown(() => store.close())
+  store.commit(batch({ inserts: Array.from({ length: 500 }, () => command({ parameters: JSON.stringify('x'.repeat(10_000)) })) }), 0)
+  const wal = `${filename}-wal`
+  t.ok(fs.statSync(wal).size > 5_000_000, 'a burst of writes grew the WAL')
+  await until(() => fs.statSync(wal).size === 0, 'the idle WAL to be truncated', 20_000)
+  t.equal(store.size?.(), fs.statSync(filename).size, 'the store holds its file alone')
+  t.ok(Array.from({ length: 500 }, (_, i) => store.getCommand(i + 1, 0)).every((c) => c !== undefined), 'with every command in it')
+})
+
+t.test('sqlite-store: a new file is in auto_vacuum INCREMENTAL; a file with tables, a passed-in Database and :memory: keep their mode', async (t) => {
+  const seen = spy(t)
+  const fresh = sqliteStore(file())
+  t.equal((seen.databases.at(-1) as Database.Database).pragma('auto_vacuum', { simple: true }), 2, 'a new file')
+  await fresh.close()
+  const old = file()
+  const db = new Database(old)
+  db.exec('CREATE TABLE before_upgrade (x)')
+  db.close()
+  const existing = sqliteStore(old)
+  t.equal((seen.databases.at(-1) as Database.Database).pragma('auto_vacuum', { simple: true }), 0, 'a file that already has tables')
+  await existing.close()
+  const passedDb = new Database(file())
+  const passed = sqliteStore(passedDb)
+  t.equal(passedDb.pragma('auto_vacuum', { simple: true }), 0, 'a passed-in Database')
+  passed.close()
+  passedDb.close()
+  const memory = sqliteStore(':memory:')
+  t.equal((seen.databases.at(-1) as Database.Database).pragma('auto_vacuum', { simple: true }), 0, ':memory:')
+  memory.close()
+})
+
+// 3000 commands of 4 KB: some 3000 overflow pages, all free once they have expired.
+function fillAndExpire (store: SyncStore): void {
+  const inserts = Array.from({ length: 3000 }, (_, i) => command({ deviceId: 'dev', parameters: JSON.stringify('x'.repeat(4000)), expiresAt: i }))
+  store.saveDevice(device({ id: 'dev' }))
+  store.commit(batch({ inserts }), 0)
+}
+
+function pages (db: Database.Database): { free: number, total: number } {
+  return { free: db.pragma('freelist_count', { simple: true }) as number, total: db.pragma('page_count', { simple: true }) as number }
+}
+
+t.test('sqlite-store: once expiries free over a quarter of the file, the free pages go back to the OS, a few per step', async (t) => {
+  const seen = spy(t)
+  const store = sqliteStore(file(), { synchronous: 'normal' })
+  t.teardown(() => store.close())
+  const db = seen.databases.at(-1) as Database.Database
+  fillAndExpire(store)
+  const full = pages(db)
+  t.ok(full.total > 3000 && full.free < 100, `the commands fill the file: ${JSON.stringify(full)}`)
+  const ids = Array.from({ length: 3000 }, (_, i) => i + 1)
+  t.equal(store.expireCommands(ids.slice(0, 500), 10_000).length, 500)
+  t.ok(pages(db).free < 1024, 'a freelist under RECLAIM_MIN is left for reuse')
+  t.equal(store.expireCommands(ids.slice(500), 10_000).length, 2500)
+  const freed = pages(db)
+  t.ok(freed.free > 2500, `expiring them freed their pages, in the expiring call: ${JSON.stringify(freed)}`)
+  await until(() => pages(db).free <= 1024, 'the free pages to be given back')
+  const after = pages(db)
+  t.ok(after.total < freed.total - 1500, `the file shrank: ${JSON.stringify(after)} from ${JSON.stringify(freed)}`)
+  t.equal(store.getCommand(1, 0), undefined, 'what was expired stays gone')
+  insertSync(store, command({ deviceId: 'dev' }))
+  t.equal(store.countPending('dev', 0, undefined, 10).count, 1, 'and the store goes on')
+})
+
+t.test('sqlite-store: deleting a device\'s commands gives free pages back too; a quarter of the file stays free for reuse', async (t) => {
+  const seen = spy(t)
+  const store = sqliteStore(file(), { synchronous: 'normal' })
+  t.teardown(() => store.close())
+  const db = seen.databases.at(-1) as Database.Database
+  // Half kept, so that the file stays large: the freelist shrinks to a quarter of it, not to RECLAIM_MIN.
+  for (let round = 0; round < 4; round++) fillAndExpire(store)
+  let deleted = 0
+  while (deleted < 6000) deleted += store.deleteCommands('dev', 1000)
+  const freed = pages(db)
+  t.ok(freed.free * 4 > freed.total, `deleting freed over a quarter of the file: ${JSON.stringify(freed)}`)
+  await until(() => pages(db).free * 4 <= pages(db).total, 'the free pages past a quarter of the file to be given back')
+  const after = pages(db)
+  t.ok(after.free > 1024, `a quarter of the file stays free: ${JSON.stringify(after)}`)
+  t.equal(store.countPending('dev', -1, undefined, 100_000).count, 6000, 'the rest is intact')
+})
+
+t.test('sqlite-store: a reclaim step that fails rolls back and stops quietly, and the next deletion starts again', async (t) => {
+  const seen = spy(t)
+  const filename = file()
+  const store = sqliteStore(filename, { synchronous: 'normal' })
+  t.teardown(() => store.close())
+  const db = seen.databases.at(-1) as Database.Database
+  fillAndExpire(store)
+  let steps = 0
+  const { exec } = Database.prototype
+  Database.prototype.exec = function (this: Database.Database, source: string) {
+    if (source.includes('incremental_vacuum')) steps++
+    return exec.call(this, source)
+  } as typeof exec
+  t.teardown(() => { Database.prototype.exec = exec })
+  store.expireCommands(Array.from({ length: 3000 }, (_, i) => i + 1), 10_000)
+  const freed = pages(db)
+  // Moved before the first step's timer fires: the step's commit fails its check of the file.
+  const moved = `${filename}.moved`
+  fs.renameSync(filename, moved)
+  await until(() => steps > 0, 'a reclaim step to run')
+  t.equal(pages(db).free, freed.free, 'it was rolled back: nothing reclaimed into a file no longer at the path')
+  fs.renameSync(moved, filename)
+  t.equal(store.deleteCommands('dev', 1), 0, 'the store goes on')
+  await until(() => pages(db).free <= 1024, 'the next deletion to start reclaiming again')
+  t.ok(steps > 1, `reclaimed in steps: ${steps}`)
+})
+
+t.test('sqlite-store: backup() copies a consistent snapshot while writes go on, WAL included', async (t) => {
+  const filename = file()
+  const store = sqliteStore(filename, { synchronous: 'normal' })
+  t.teardown(() => store.close())
+  store.saveDevice(device({ id: 'dev' }))
+  // Some 1000 pages, several backup steps, much of it still in the WAL.
+  store.commit(batch({ inserts: Array.from({ length: 1000 }, (_, i) => command({ deviceId: 'dev', parameters: JSON.stringify('x'.repeat(3000 + i)) })) }), 0)
+  t.ok(fs.statSync(`${filename}-wal`).size > 0, 'commits are in the WAL')
+  const target = path.join(dir, 'backup.db')
+  let copied = false
+  const backup = store.backup(target).finally(() => { copied = true })
+  let writes = 0
+  while (!copied) {
+    insertSync(store, command({ deviceId: 'dev', command: `during-${writes++}` }))
+    await new Promise(setImmediate)
+  }
+  const result = await backup
+  t.ok(writes > 1, `writes went on during the backup: ${writes}`)
+  t.ok(result.totalPages > 256 && result.remainingPages === 0, `copied in steps: ${JSON.stringify(result)}`)
+  const expected = scanAll(store, { order: 'ASC' }, 0)
+  const copy = sqliteStore(target)
+  t.teardown(() => copy.close())
+  t.strictSame(scanAll(copy, { order: 'ASC' }, 0), expected, 'the copy holds every command committed before it resolved, as stored')
+  t.equal(copy.lastCommandId(), store.lastCommandId())
+  t.strictSame(copy.getDevice('dev'), store.getDevice('dev'))
+})
+
+t.test('sqlite-store: backup() rejects for a path it cannot write, and with ERR_CLOSED on a closed store', async (t) => {
+  const store = sqliteStore(file())
+  store.commit(batch({ inserts: Array.from({ length: 500 }, () => command({ parameters: JSON.stringify('x'.repeat(10_000)) })) }), 0)
+  const bad = await rejection(store.backup(path.join(dir, 'missing-dir', 'backup.db')))
+  t.type(bad, TypeError, 'a missing directory: better-sqlite3\'s TypeError')
+  const during = store.backup(path.join(dir, 'interrupted.db'))
+  const closing = store.close()
+  const interrupted = await rejection(during)
+  t.ok(interrupted instanceof BrokerError && interrupted.code === 'ERR_CLOSED', 'a store closed before the copy ended: ERR_CLOSED')
+  t.ok(interrupted.cause instanceof Error, 'with what better-sqlite3 threw as its cause')
+  await closing
+  const closed = await rejection(store.backup(path.join(dir, 'late.db')))
+  t.ok(closed instanceof BrokerError && closed.code === 'ERR_CLOSED', 'a closed store: ERR_CLOSED')
 })
