@@ -48,6 +48,9 @@ const NARROW_STEPS = quick ? 1 : 4
 const NARROW = 1.6
 const BURST = quick ? 2000 : 100_000
 const QUICK_RATE = 400
+// The rate, as a share of the first round's burst, at which both sides' CPU per command is
+// compared.
+const PAIRED = 0.15
 const LAG_LIMIT_MS = 100
 const EXPIRY_LAG_LIMIT_MS = 1000
 // Twice the journal_size_limit: the writer checkpoints inline past 64 MiB, so a WAL that holds
@@ -433,7 +436,12 @@ const scenario = new Scenario('steady state')
 const bursts: number[] = []
 const brokerRates: number[] = []
 const rawRates: number[] = []
+// CPU per command of each side at one rate, both holding it: what the search finds on a
+// machine that is not loaded by others, and a figure that moves little when it is.
+const brokerCpu: number[] = []
+const rawCpu: number[] = []
 const held: Probe[] = []
+let paired: number | undefined
 for (let round = 0; round < ROUNDS; round++) {
   const burstRate = await burst(file())
   bursts.push(burstRate)
@@ -445,6 +453,8 @@ for (let round = 0; round < ROUNDS; round++) {
     brokerRates.push(b.holds ? b.rate : 0)
     rawRates.push(r.holds ? r.rate : 0)
     held.push(b)
+    brokerCpu.push(b.cpu)
+    rawCpu.push(r.cpu)
     continue
   }
   // The first round searches widely; later ones around the first round's figures.
@@ -458,6 +468,10 @@ for (let round = 0; round < ROUNDS; round++) {
   }
   brokerRates.push(brokerSearch.best)
   rawRates.push(rawSearch.best)
+  // One rate for every round: CPU per command falls as the rate rises (fixed costs spread).
+  paired ??= Math.round(burstRate * PAIRED)
+  brokerCpu.push((await run('broker', brokerSide, paired)).cpu)
+  rawCpu.push((await run('raw', rawSide, paired)).cpu)
   const best = brokerSearch.probes.find((p) => p.rate === brokerSearch.best)
   if (best !== undefined) held.push(best)
   console.error(`steady: round ${round + 1}: broker holds ${brokerSearch.best}/s, raw ${rawSearch.best}/s`)
@@ -472,6 +486,11 @@ const ratio = scenario.figure('broker / raw, steady', median(ratios), 'ratio')
 const share = scenario.figure('broker steady / broker burst', median(ofBurst), 'ratio')
 const ratioSpread = scenario.figure('broker / raw: spread across rounds ((max-min)/median)', ROUNDS > 1 ? spread(ratios) : 0, 'ratio')
 const shareSpread = scenario.figure('steady / burst: spread across rounds', ROUNDS > 1 ? spread(ofBurst) : 0, 'ratio')
+const cpuRatios = rawCpu.map((raw, i) => raw / (brokerCpu[i] as number))
+scenario.figure(`CPU per command at ${PAIRED} of the burst: broker`, median(brokerCpu), 'µs')
+scenario.figure(`CPU per command at ${PAIRED} of the burst: raw`, median(rawCpu), 'µs')
+scenario.figure('CPU per command, raw / broker', median(cpuRatios), 'ratio')
+scenario.figure('CPU raw / broker: spread across rounds', ROUNDS > 1 ? spread(cpuRatios) : 0, 'ratio')
 const last = held[held.length - 1]
 if (last !== undefined) {
   scenario.figure('at the broker\'s rate: pending commands (plateau)', last.pendingEnd, 'commands')
@@ -490,4 +509,7 @@ scenario.note(`a rate holds if over ${HOLD_MS / 1000} s after a ${WARM_MS / 1000
   `expiry lag < ${EXPIRY_LAG_LIMIT_MS} ms, pending, heap and file flat, WAL < ${WAL_LIMIT / 2 ** 20} MiB`)
 scenario.note(`${ROUNDS} rounds of a geometric bisection (${STEPS} steps, then ${NARROW_STEPS} within ${NARROW}x of the first), broker and raw probes alternating; medians. ` +
   `Rounds: burst ${bursts.map(Math.round).join(', ')}; broker ${brokerRates.join(', ')}; raw ${rawRates.join(', ')}`)
+scenario.note('CPU per command: user + system time of the process (the checkpointer thread included) over the hold, per insert ' +
+  '(with its share of updates and expiries), at the same rate on both sides; on a machine others load, the rates the search finds ' +
+  'follow the CPU this process is given, while this ratio is what they would be were both CPU-bound')
 scenario.done()
