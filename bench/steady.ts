@@ -395,6 +395,11 @@ class Search {
     return Math.round(Math.sqrt(this.#lo * this.#hi))
   }
 
+  /** Below every rate probed so far: where to look when none has held. */
+  get lower (): number {
+    return Math.round(Math.min(...this.probes.map((p) => p.rate)) / 1.5)
+  }
+
   record (result: Probe): void {
     this.probes.push(result)
     if (result.holds) {
@@ -466,6 +471,9 @@ for (let round = 0; round < ROUNDS; round++) {
     brokerSearch.record(await run('broker', brokerSide, brokerSearch.next))
     rawSearch.record(await run('raw', rawSide, rawSearch.next))
   }
+  // A round in which nothing held (load from elsewhere) looks lower, a few steps at most.
+  for (let extra = 0; extra < 3 && brokerSearch.best === 0; extra++) brokerSearch.record(await run('broker', brokerSide, brokerSearch.lower))
+  for (let extra = 0; extra < 3 && rawSearch.best === 0; extra++) rawSearch.record(await run('raw', rawSide, rawSearch.lower))
   brokerRates.push(brokerSearch.best)
   rawRates.push(rawSearch.best)
   // One rate for every round: CPU per command falls as the rate rises (fixed costs spread).
