@@ -500,8 +500,9 @@ const share = scenario.figure('broker steady / broker burst', median(ofBurst), '
 const ratioSpread = scenario.figure('broker / raw: spread across rounds ((max-min)/median)', ROUNDS > 1 ? spread(ratios) : 0, 'ratio')
 const shareSpread = scenario.figure('steady / burst: spread across rounds', ROUNDS > 1 ? spread(ofBurst) : 0, 'ratio')
 const cpuRatios = rawCpu.map((raw, i) => raw / (brokerCpu[i] as number))
-scenario.figure(`CPU per command at ${PAIRED} of the burst: broker`, median(brokerCpu), 'µs')
-scenario.figure(`CPU per command at ${PAIRED} of the burst: raw`, median(rawCpu), 'µs')
+const at = quick ? `${QUICK_RATE}/s` : `${PAIRED} of the burst`
+scenario.figure(`CPU per command at ${at}: broker`, median(brokerCpu), 'µs')
+scenario.figure(`CPU per command at ${at}: raw`, median(rawCpu), 'µs')
 scenario.figure('CPU per command, raw / broker', median(cpuRatios), 'ratio')
 scenario.figure('CPU raw / broker: spread across rounds', ROUNDS > 1 ? spread(cpuRatios) : 0, 'ratio')
 const last = held[held.length - 1]
