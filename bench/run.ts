@@ -7,8 +7,8 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { ScenarioResult } from './common.js'
 
-const SCENARIOS = ['insert-throughput', 'latency', 'expiry', 'fan-out', 'restart', 'token', 'stalls', 'file-size',
-  'retention', 'postgres-insert', 'cluster-latency', 'cluster-expiry']
+const SCENARIOS = ['insert-throughput', 'latency', 'steady', 'expiry', 'fan-out', 'restart', 'token', 'stalls',
+  'file-size', 'retention', 'postgres-insert', 'cluster-latency', 'cluster-expiry']
 const quick = process.argv.includes('--quick')
 const here = (name: string): string => fileURLToPath(new URL(name, import.meta.url))
 const results: ScenarioResult[] = []
@@ -30,8 +30,10 @@ for (const name of SCENARIOS) {
   results.push(JSON.parse(line.slice('RESULT '.length)) as ScenarioResult)
 }
 
-const format = (value: number): string =>
-  Math.abs(value) >= 1000 ? Math.round(value).toLocaleString('en-US') : value >= 10 ? value.toFixed(1) : value.toFixed(2)
+// A figure that could not be had (NaN or Infinity) comes back from JSON as null.
+const format = (value: number | null): string => value === null || !Number.isFinite(value)
+  ? 'n/a'
+  : Math.abs(value) >= 1000 ? Math.round(value).toLocaleString('en-US') : value >= 10 ? value.toFixed(1) : value.toFixed(2)
 const rows: string[][] = [['Scenario', 'Figure', 'Value', 'Unit']]
 for (const result of results) {
   for (const figure of result.figures) rows.push([result.scenario, figure.name, format(figure.value), figure.unit])

@@ -103,6 +103,21 @@ t.test('sqlite-store: data survives closing and reopening the file', async (t) =
   t.equal(second.lastCommandId(), forever + 1)
 })
 
+t.test('sqlite-store: expireCommands deletes in id order, whatever order the ids come in, and returns each command whole', async (t) => {
+  const store = sqliteStore(file())
+  const a = insertSync(store, command({ deviceId: 'a', expiresAt: 30, parameters: '{"a":1}' }))
+  const b = insertSync(store, command({ deviceId: 'b', expiresAt: 10, status: 'new', result: '{"b":2}' }))
+  const c = insertSync(store, command({ deviceId: 'c', expiresAt: 20 }))
+  updateSync(store, b, 'b', { status: 'done' }, 5, 0)
+  const before = [a, b, c].map((id) => store.getCommand(id, 0))
+  // Due order, as the timer wheel hands them out: b, c, a.
+  const ids = [b, c, a]
+  t.strictSame(store.expireCommands(ids, 30), before, 'every field of each, the update included, in id order')
+  t.strictSame(ids, [b, c, a], 'the caller\'s array is left as it was')
+  t.equal(store.getCommand(a, 0), undefined, 'and they are gone')
+  store.close()
+})
+
 t.test('sqlite-store: ids are never reused across a reopen', async (t) => {
   const cases: Array<[string, (store: SyncStore, id: number, low: number) => void]> = [
     ['expired', (store, id) => { t.equal(store.expireCommands([id], 100).length, 1) }],
