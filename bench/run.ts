@@ -7,7 +7,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { ScenarioResult } from './common.js'
 
-const SCENARIOS = ['insert-throughput', 'latency', 'expiry', 'fan-out', 'restart', 'token', 'stalls',
+const SCENARIOS = ['insert-throughput', 'observability', 'latency', 'expiry', 'fan-out', 'restart', 'token', 'stalls',
   'postgres-insert', 'cluster-latency', 'cluster-expiry']
 const quick = process.argv.includes('--quick')
 const here = (name: string): string => fileURLToPath(new URL(name, import.meta.url))
