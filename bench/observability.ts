@@ -26,7 +26,7 @@ const DEVICES = quick ? 10 : 1000
 // Inserts per chunk: two group commits of 1000 with 1000 in flight. One in flight, each
 // insert is a commit of its own, so the per-commit bookkeeping is per insert.
 const CHUNK = quick ? 500 : 2000
-const SEQUENTIAL_CHUNK = quick ? 100 : 500
+const SEQUENTIAL_CHUNK = quick ? 100 : 1000
 const ROUNDS = quick ? 2 : 150
 const LISTENING_ROUNDS = quick ? 2 : 60
 const CHANNELS = ['insert', 'update', 'expire', 'push', 'error'].map((name) => `command-broker:${name}`)
