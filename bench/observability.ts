@@ -113,10 +113,22 @@ async function compare (variants: Variant[], rounds: number, open: () => Store, 
   return rates
 }
 
-// The median over rounds of `variant`'s rate over the baseline's in the same round.
-function ratio (rates: Map<Variant, Rates>, variant: Variant, kind: keyof Rates): number {
+// Each round's rate of `variant` over the baseline's in the same round.
+function roundRatios (rates: Map<Variant, Rates>, variant: Variant, kind: keyof Rates): number[] {
   const baseline = (rates.get('baseline') as Rates)[kind]
-  return median((rates.get(variant) as Rates)[kind].map((rate, round) => rate / (baseline[round] as number)))
+  return (rates.get(variant) as Rates)[kind].map((rate, round) => rate / (baseline[round] as number))
+}
+
+// Their median: the figure.
+function ratio (rates: Map<Variant, Rates>, variant: Variant, kind: keyof Rates): number {
+  return median(roundRatios(rates, variant, kind))
+}
+
+// Their middle half, for a note: how much one round says.
+function spread (rates: Map<Variant, Rates>, variant: Variant): string {
+  const sorted = roundRatios(rates, variant, 'wall').sort((a, b) => a - b)
+  const at = (q: number): string => (sorted[Math.floor(q * (sorted.length - 1))] as number).toFixed(2)
+  return `${at(0.25)}..${at(0.75)}`
 }
 
 const scenario = new Scenario('observability')
@@ -132,6 +144,7 @@ for (const { name, open, chunk, inFlight, goal } of cases) {
   const unobserved = scenario.figure(`${name}: no one listening / baseline`, ratio(rates, 'unobserved', 'wall'), 'ratio')
   scenario.figure(`${name}: no one listening / baseline, per CPU second`, ratio(rates, 'unobserved', 'cpu'), 'ratio')
   scenario.figure(`${name}: control (baseline / baseline: the noise)`, ratio(rates, 'control', 'wall'), 'ratio')
+  scenario.note(`${name}: middle half of the round ratios, wall clock: no one listening ${spread(rates, 'unobserved')}, control ${spread(rates, 'control')}`)
   if (goal) scenario.goal(`${name}: observability with no one listening costs < 5% of inserts`, unobserved, 'min', 0.95)
 }
 for (const { name, open, chunk, inFlight } of cases) {

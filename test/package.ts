@@ -104,4 +104,5 @@ t.test('package: the packed tarball type-checks strictly in a consumer, catches 
   const required = spawnSync(process.execPath, ['required.cjs'], { cwd: consumer, encoding: 'utf8' })
   t.equal(required.status, 0, `require() works: ${required.stderr}`)
   t.equal(required.stdout.trim(), `function ${join(installed, 'dist', 'lib', 'index.js')}`, 'createBroker is a function, from the consumer\'s copy')
+  t.equal(required.stderr, '', `no warning on Node ${process.version}`)
 })
