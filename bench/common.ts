@@ -1,7 +1,7 @@
 // Helpers shared by the benchmark scenarios. Each scenario is its own process (bench/run.ts
 // starts them), checks its own result, and prints one `RESULT <json>` line for the table.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -111,4 +111,22 @@ export function heapUsed (): number {
 export function quantile (sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+}
+
+// The main thread's scheduler statistics (Linux): its second field is the time it has spent
+// runnable but waiting for a CPU, which other processes on a shared machine take from it.
+const schedstat = ((): number | undefined => {
+  try {
+    return openSync('/proc/thread-self/schedstat', 'r')
+  } catch {
+    return undefined
+  }
+})()
+const schedBuffer = Buffer.alloc(128)
+
+/** Milliseconds the main thread has waited for a CPU since it started; 0 where unknown (not Linux). */
+export function runQueueWait (): number {
+  if (schedstat === undefined) return 0
+  const length = readSync(schedstat, schedBuffer, 0, schedBuffer.length, 0)
+  return Number(schedBuffer.toString('latin1', 0, length).split(' ')[1]) / 1e6
 }

@@ -10,14 +10,14 @@
 // garbage collection included. A perf_hooks.monitorEventLoopDelay histogram (resolution 1 ms)
 // runs alongside as a cross-check; its max is printed next to the probe's, never used for a goal.
 import { monitorEventLoopDelay, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
-import { openSync, readSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { join } from 'node:path'
 import {
   createBroker, formatTimestamp, manualClock, memoryStore, signToken, sqliteStore,
   type Broker, type ManualClock, type NewCommandRecord, type Push, type Reply, type Session as BrokerSession, type Store, type SyncStore
 } from '../lib/index.js'
-import { check, heapUsed, quick, Scenario, SECRET, tempDir } from './common.js'
+import { check, heapUsed, quick, runQueueWait, Scenario, SECRET, tempDir } from './common.js'
 
 // --- sizes ---------------------------------------------------------------------------------
 const N = quick ? 30_000 : 1_000_000
@@ -226,22 +226,6 @@ interface Measured<T> {
 // On a shared machine other processes keep the broker's thread off the CPU for tens of ms at a
 // time; that is the machine, not the broker, and the probe subtracts it from each gap. I/O
 // waits and GC stay counted: they are the broker's own.
-const schedstat = ((): number | undefined => {
-  try {
-    return openSync('/proc/thread-self/schedstat', 'r')
-  } catch {
-    return undefined
-  }
-})()
-const schedBuffer = Buffer.alloc(128)
-
-/** Milliseconds the main thread has waited for a CPU since it started; 0 where unknown. */
-function runQueueWait (): number {
-  if (schedstat === undefined) return 0
-  const length = readSync(schedstat, schedBuffer, 0, schedBuffer.length, 0)
-  return Number(schedBuffer.toString('latin1', 0, length).split(' ')[1]) / 1e6
-}
-
 let inspector: Session | undefined
 let profiles = 0
 

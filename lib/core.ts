@@ -4,7 +4,7 @@ import { allows, Authenticator, canSee, type ActionId, type Grant } from './auth
 import type { Clock } from './clock.js'
 import { BrokerError, describeCause, isBrokerError, ProtocolError, type BrokerErrorCode } from './errors.js'
 import { LocalBus, type Bus, type BusEvent } from './bus/bus.js'
-import { channels } from './diagnostics.js'
+import { channels, observing } from './diagnostics.js'
 import { Expiry } from './expiry.js'
 import { CommandEvent, FanOut } from './fan-out.js'
 import { guardStore } from './store/guarded.js'
@@ -200,7 +200,7 @@ export class Core {
       else updates.push(op)
     }
     const batch: WriteBatch = { inserts, updates, maxPending: this.options.maxPendingPerDevice }
-    const started = performance.now()
+    const started = observing ? performance.now() : 0
     let result
     try {
       result = this.store.commit(batch, this.clock.now())
@@ -215,13 +215,15 @@ export class Core {
   }
 
   #committed (ops: Array<InsertOp | UpdateOp>, result: CommitResult, started: number): void {
-    const { commits } = this
-    commits.lastMs = performance.now() - started
-    commits.totalMs += commits.lastMs
-    commits.count++
-    commits.writes += ops.length
-    commits.lastBatch = ops.length
-    if (ops.length > commits.largestBatch) commits.largestBatch = ops.length
+    if (observing) {
+      const { commits } = this
+      commits.lastMs = performance.now() - started
+      commits.totalMs += commits.lastMs
+      commits.count++
+      commits.writes += ops.length
+      commits.lastBatch = ops.length
+      if (ops.length > commits.largestBatch) commits.largestBatch = ops.length
+    }
     let insert = 0
     let update = 0
     for (const op of ops) {
@@ -254,6 +256,9 @@ export class Core {
     }
     const now = this.clock.now()
     const bus = this.#localBus
+    // Asked once a slice, not once a write: what an unobserved broker pays stays per commit.
+    const insertObserved = observing && channels.insert.hasSubscribers
+    const updateObserved = observing && channels.update.hasSubscribers
     for (const op of ops) {
       if (op.kind === 'insert') {
         const { record } = op
@@ -262,15 +267,15 @@ export class Core {
         // One whose lifetime ran out before it committed is gone for readers already: it is
         // reported when its timer fires, not pushed as new. A shared store published it.
         const publish = bus !== undefined && this.fanOut.has(false) && (record.expiresAt === null || record.expiresAt > now)
-        if (!publish && !channels.insert.hasSubscribers) continue
+        if (!publish && !insertObserved) continue
         const event = new CommandEvent('insert', record, op.device)
-        if (channels.insert.hasSubscribers) channels.insert.publish({ command: event.command })
+        if (insertObserved) channels.insert.publish({ command: event.command })
         if (publish) bus.publish(event)
       } else if (op.before !== undefined) {
         const { before, patch } = op
         if (bus !== undefined && !before.updated) this.pending.uncount(before)
         const publish = bus !== undefined && this.fanOut.has(true)
-        if (!publish && !channels.update.hasSubscribers) continue
+        if (!publish && !updateObserved) continue
         const event = new CommandEvent('update', {
           ...before,
           status: patch.status === undefined ? before.status : patch.status,
@@ -278,7 +283,7 @@ export class Core {
           lastUpdated: op.lastUpdated,
           updated: true
         }, op.device)
-        if (channels.update.hasSubscribers) channels.update.publish({ command: event.command })
+        if (updateObserved) channels.update.publish({ command: event.command })
         if (publish) bus.publish(event)
       }
     }
@@ -321,7 +326,7 @@ export class Core {
   /** Tells the `expired` listeners; one that throws is reported on `error`. */
   emitExpired (record: CommandRecord, device: DeviceRecord): void {
     const listeners = this.events.all.get('expired') as Array<(value: unknown) => void> | undefined
-    const observed = channels.expire.hasSubscribers
+    const observed = observing && channels.expire.hasSubscribers
     if (!observed && (listeners === undefined || listeners.length === 0)) return
     const command = new CommandEvent('expire', record, device).command
     if (observed) channels.expire.publish({ command })
@@ -342,7 +347,7 @@ export class Core {
   fail (code: BrokerErrorCode, message: string, cause: unknown): void {
     const original = isBrokerError(cause, 'ERR_STORE') ? cause.cause : cause
     const error = new BrokerError(code, `${message}: ${describeCause(original)}`, { cause: original })
-    if (channels.error.hasSubscribers) channels.error.publish({ error })
+    if (observing && channels.error.hasSubscribers) channels.error.publish({ error })
     const listeners = this.events.all.get('error') as Array<(value: unknown) => void> | undefined
     if (listeners === undefined || listeners.length === 0) {
       // Nobody listens: say it once on stderr rather than lose it.

@@ -22,3 +22,18 @@ export const channels = Object.freeze({
   push: diagnosticsChannel.channel('command-broker:push'),
   error: diagnosticsChannel.channel('command-broker:error')
 })
+
+/**
+ * Whether the broker does its observability work: the channels above and the bookkeeping
+ * behind `broker.stats()`'s `commits` (counts, batch sizes, and a `performance.now()` on
+ * each side of every commit). Internal, for bench/observability.ts alone, and not exported
+ * from the package: it gives that benchmark a baseline that really skips the work, to
+ * compare an unobserved broker against. Default true. Footgun: it is process-wide, and
+ * while it is false no channel hears anything and `stats().commits` stops counting.
+ */
+export let observing = true
+
+/** Sets `observing`: internal, for bench/observability.ts (and its test) alone. */
+export function setObserving (on: boolean): void {
+  observing = on
+}

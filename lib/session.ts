@@ -1,4 +1,4 @@
-import { channels } from './diagnostics.js'
+import { channels, observing } from './diagnostics.js'
 import type { Message, Push, Reply, ReplyTo, UncheckedMessage } from './schema.js'
 
 /**
@@ -101,7 +101,7 @@ export class SessionState {
   /** Sends a push, unless the session is closed; a push that throws or rejects is reported. */
   push (push: Push): void {
     if (this.closed) return
-    if (channels.push.hasSubscribers) channels.push.publish({ push })
+    if (observing && channels.push.hasSubscribers) channels.push.publish({ push })
     try {
       const sent = this.#push(push)
       if (sent instanceof Promise) sent.catch(this.#host.pushFailed)

@@ -1,7 +1,7 @@
 // The diagnostics_channel channels: what an APM tool sees with no code change.
 import diagnosticsChannel from 'node:diagnostics_channel'
 import t, { type Test } from 'tap'
-import { channels } from '../lib/diagnostics.js'
+import { channels, observing, setObserving } from '../lib/diagnostics.js'
 import type { BrokerError } from '../lib/errors.js'
 import type { Command, Push } from '../lib/schema.js'
 import { laterStore } from './fixtures/later-store.js'
@@ -53,4 +53,30 @@ t.test('diagnostics: the channels are the named ones, and idle without subscribe
   t.strictSame(Object.values(channels).map((channel) => channel.name), ['command-broker:insert', 'command-broker:update', 'command-broker:expire', 'command-broker:push', 'command-broker:error'])
   t.ok(Object.values(channels).every((channel) => !channel.hasSubscribers))
   t.ok(Object.isFrozen(channels))
+})
+
+t.test('diagnostics: with observing off (the benchmark baseline), no channel hears anything and commits go uncounted; on again, both resume', async (t) => {
+  const names = ['insert', 'update', 'expire', 'push', 'error'].map((name) => `command-broker:${name}`)
+  const heard = names.map((name) => listen(t, name))
+  const { broker, admin, device, insert, clock } = setup(t)
+  broker.on('error', () => {})
+  t.equal(observing, true, 'on by default')
+  setObserving(false)
+  t.teardown(() => { setObserving(true) })
+  await device('lamp-1')
+  const session = broker.session(() => {})
+  await session.handle({ action: 'command/subscribe', deviceId: 'lamp-1' }, admin)
+  const { id } = (await insert('lamp-1', { command: 'on', lifetime: 1 }) as unknown as { command: { id: number } }).command
+  await broker.handle({ action: 'command/update', deviceId: 'lamp-1', commandId: id, command: { status: 'done' } }, admin)
+  await insert('lamp-1', { command: 'brief', lifetime: 1 })
+  clock.advance(1100)
+  broker.subscribe({}, () => { throw new Error('subscriber failed') })
+  await insert('lamp-1', { command: 'again' })
+  t.strictSame(heard.map((messages) => messages.length), [0, 0, 0, 0, 0], 'every channel had a subscriber and heard nothing')
+  t.equal((await broker.stats()).commits.count, 0, 'no commit counted')
+  setObserving(true)
+  await insert('lamp-1', { command: 'observed' })
+  t.strictSame(heard.map((messages) => messages.length), [1, 0, 0, 1, 1], 'the insert, its push and the throwing subscriber are heard again')
+  const { commits } = await broker.stats()
+  t.match(commits, { count: 1, writes: 1, lastBatch: 1, largestBatch: 1 })
 })
