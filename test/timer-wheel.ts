@@ -881,8 +881,12 @@ t.test('timer-wheel: behaves like a simple reference model', async (t) => {
           }
         }
       })
-      // Never before `at` itself, even where at / tick underflows (at = 5e-324 rounds to tick 0).
-      const boundaryOf = (at: number): number => Math.max(Math.ceil(at / tick) * tick, at)
+      // The first tick boundary at or after `at`. Where at / tick underflows (at = 5e-324 gives
+      // tick 0, before `at`), that is the next boundary: the wheel may wait for it, a tick at most.
+      const boundaryOf = (at: number): number => {
+        const boundary = Math.ceil(at / tick) * tick
+        return boundary < at ? boundary + tick : boundary
+      }
       const live = (): Entry[] => entries.filter((e) => !e.cancelled && !firedAt.has(e.key))
       let continuation = false // a batch continuation may be queued
       const drain = async (): Promise<void> => {
