@@ -9,6 +9,7 @@ import { command, device } from './fixtures/store-suite.js'
 import { laterStore } from './fixtures/later-store.js'
 import { sharedSpace } from './fixtures/shared-store.js'
 import { SWEEP_MS } from '../lib/expiry.js'
+import { manualClock } from '../lib/manual-clock.js'
 
 t.test('expiry: a command of a deleted device expires unreported, even when its deletion failed', async (t) => {
   const inner = memoryStore()
@@ -72,6 +73,42 @@ t.test('expiry: recovery steps through a million ids of commands without a lifet
 })
 
 const turns = async (n = 5): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(setImmediate) }
+
+t.test('expiry: recovery expires what fell due in pieces within a turn\'s time budget, over many turns', async (t) => {
+  // Work is timed by the clock's elapsed(), which here moves 0.1 ms for each command expired.
+  let elapsed = 0
+  let turn = 0
+  const perTurn = new Map<number, number>()
+  const inner = memoryStore()
+  const store: Store = {
+    ...overridable(inner),
+    expireCommands: (ids, now) => {
+      elapsed += ids.length * 0.1
+      perTurn.set(turn, (perTurn.get(turn) ?? 0) + ids.length)
+      return inner.expireCommands(ids, now)
+    }
+  }
+  inner.saveDevice(device({ id: 'lamp-1' }))
+  // 3000 commands due while the broker was down, 0.1 ms each: 50 fill a turn's budget of 5 ms.
+  // And 10 still pending.
+  insertAll(inner, Array.from({ length: 3000 }, () => command({ deviceId: 'lamp-1', expiresAt: START - 1000 })))
+  insertAll(inner, Array.from({ length: 10 }, () => command({ deviceId: 'lamp-1', expiresAt: START + 1000 })))
+  let probing = true
+  const probe = (): void => { turn++; if (probing) setImmediate(probe) }
+  setImmediate(probe)
+  const { broker } = setup(t, { expiryBatch: 1000, clock: Object.assign(manualClock(START), { elapsed: () => elapsed }) }, store)
+  let reported = 0
+  broker.on('expired', () => { reported++ })
+  t.strictSame(await broker.ready, { expired: 3000, rearmed: 10 })
+  probing = false
+  t.equal(reported, 3000, 'each reported')
+  const most = Math.max(...perTurn.values())
+  // The first piece is 64; later ones are sized to half the budget (25), and a turn may start
+  // one more just before its 5 ms are spent: 7.5 ms at most.
+  t.ok(most <= 75, `at most 75 a turn (${most})`)
+  t.ok(perTurn.size >= 3000 / 75, `spread over ${perTurn.size} turns`)
+  t.equal(inner.lastCommandId(), 3010)
+})
 
 t.test('expiry: on a store that answers later, recovery, expiry and its reports work, and a failed expiry is retried', async (t) => {
   const base = memoryStore()
