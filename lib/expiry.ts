@@ -54,7 +54,7 @@ export class Expiry {
   constructor (core: Core) {
     this.#core = core
     const { clock, options } = core
-    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, onExpire: (ids) => { void this.#expire(ids) } })
+    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, hold: this.#held, onExpire: (ids) => { void this.#expire(ids) } })
     this.#pacer = new Pacer(stopwatch(clock), options.expiryBatch)
     const ready = deferred<RecoveryReport>()
     this.ready = ready.promise
@@ -100,6 +100,17 @@ export class Expiry {
     this.#immediate = undefined
     this.#timer = undefined
     this.#resolveReady({ ...this.#report })
+  }
+
+  // Whether the store asks writes that can wait to wait (see Store.behind). A store that cannot
+  // say is reported, and expiry goes on.
+  readonly #held = (): boolean => {
+    try {
+      return this.#core.store.behind?.() === true
+    } catch (err) {
+      this.#core.fail('ERR_STORE', 'asking the store whether it is behind failed; expiring anyway', err)
+      return false
+    }
   }
 
   // Expires the commands among `ids` that are due, and reports those never updated.
@@ -227,7 +238,12 @@ export class Expiry {
   // next turn carries on, and reads the next page once none are left.
   async #drain (): Promise<void> {
     let done = 0
+    let held = false
     while (done < this.#due.length && !this.#pacer.spent) {
+      if (this.#held()) {
+        held = true
+        break
+      }
       const ids = this.#due.slice(done, done + this.#pacer.size)
       done += ids.length
       const expired = this.#pacer.run(ids.length, () => this.#expire(ids))
@@ -240,7 +256,9 @@ export class Expiry {
       this.#resolveReady({ ...this.#report })
       return
     }
-    this.#immediate = setImmediate(this.#recover)
+    // Held: the store is behind; ask again a tick later (reads hide what is due meanwhile).
+    if (held) this.#timer = this.#core.clock.setTimeout(this.#recover, this.#core.options.tick)
+    else this.#immediate = setImmediate(this.#recover)
   }
 
   // On a shared store, every SWEEP_MS (whether or not the last sweep is done, so the cadence

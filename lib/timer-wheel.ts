@@ -35,6 +35,12 @@ export interface TimerWheelOptions {
    * later) is bounded by `batch` alone. Default {@link TURN_MS} (5).
    */
   turnMs?: number
+  /**
+   * Asked before each piece: while it returns true, the wheel fires nothing and asks again a
+   * tick later (entries wait, later than their tick). For a consumer that must not write now,
+   * such as a store behind on its upkeep. Default: never holds.
+   */
+  hold?: () => boolean
 }
 
 /**
@@ -58,6 +64,7 @@ export class TimerWheel {
   readonly #mask: number
   readonly #batch: number
   readonly #pacer: Pacer
+  readonly #hold: () => boolean
   // Parallel arrays per slot; a slot is undefined while empty, so an idle wheel holds no arrays.
   readonly #keys: Array<number[] | undefined>
   readonly #ats: Array<number[] | undefined>
@@ -96,7 +103,7 @@ export class TimerWheel {
   }
 
   constructor (options: TimerWheelOptions) {
-    const { onExpire, clock = systemClock, tick = 100, slots = 4096, batch = 1000, turnMs = TURN_MS } = options
+    const { onExpire, clock = systemClock, tick = 100, slots = 4096, batch = 1000, turnMs = TURN_MS, hold = never } = options
     if (typeof onExpire !== 'function') {
       throw new TypeError(`TimerWheel: onExpire must be a function, received ${typeof onExpire}`)
     }
@@ -109,6 +116,9 @@ export class TimerWheel {
     if (!Number.isInteger(batch) || batch < 1) {
       throw new RangeError(`TimerWheel: batch must be an integer >= 1, received ${String(batch)}`)
     }
+    if (typeof hold !== 'function') {
+      throw new TypeError(`TimerWheel: hold must be a function, received ${typeof hold}`)
+    }
     if (typeof turnMs !== 'number' || !(turnMs > 0) || !Number.isFinite(turnMs)) {
       throw new RangeError(`TimerWheel: turnMs must be a finite number > 0 (ms), received ${String(turnMs)}`)
     }
@@ -119,6 +129,7 @@ export class TimerWheel {
     this.#batch = batch
     this.#budget = batch
     this.#pacer = new Pacer(stopwatch(clock), batch, turnMs)
+    this.#hold = hold
     this.#keys = new Array<number[] | undefined>(slots).fill(undefined)
     this.#ats = new Array<number[] | undefined>(slots).fill(undefined)
     this.#cursor = Math.floor(clock.now() / tick) + 1
@@ -207,6 +218,7 @@ export class TimerWheel {
     const earliest = { at: now }
     let budget = this.#budget
     let outOfTime = false
+    let held = false
     // The first run of a turn starts the turn's time budget (a continuation comes after
     // #onTurnEnd, which ends the last).
     if (this.#turnEnd === undefined) this.#pacer.begin()
@@ -218,6 +230,10 @@ export class TimerWheel {
       // per-entry check fires whatever is due, whichever revolution it belongs to.
       if (nowTick - this.#cursor > this.#mask) this.#cursor = nowTick - this.#mask
       while (budget > 0) {
+        if (this.#hold()) {
+          held = true
+          break
+        }
         const room = Math.min(budget, this.#pacer.size)
         const due = this.#collect(now, nowTick, room, earliest)
         if (due.length === 0) break
@@ -241,6 +257,9 @@ export class TimerWheel {
       this.#running = false
       if (this.#closed) {
         // close() was called from onExpire: stay closed.
+      } else if (held) {
+        // What is due stays due: ask again a tick from now.
+        this.#arm(now + this.#tick)
       } else if (budget === 0 || outOfTime) {
         // Out of budget for this turn: more may be due. Yield to I/O, then carry on where the
         // cursor stopped. No timer is armed meanwhile; the continuation arms one when done.
@@ -307,6 +326,7 @@ export class TimerWheel {
 }
 
 const MAX_DELAY = 2 ** 31 - 1
+const never = (): boolean => false
 
 // Moves up to `budget` entries with at <= now from the parallel arrays into `due`,
 // swapping each with the last element so removal is O(1). Returns the budget left.

@@ -279,3 +279,53 @@ t.test('expiry: whatever answers after close() (an expiry, a recovery step, a sw
   await turns()
   t.equal(third.clock.pending, 0, 'a sweep answered after close() schedules nothing')
 })
+
+t.test('expiry: while the store is behind, recovery and the wheel wait a tick at a time, then go on', async (t) => {
+  const inner = memoryStore()
+  let behind = true
+  let asked = 0
+  const store: Store = { ...overridable(inner), behind: () => { asked++; return behind } }
+  inner.saveDevice(device({ id: 'lamp-1' }))
+  insertAll(inner, Array.from({ length: 3 }, () => command({ deviceId: 'lamp-1', expiresAt: START - 1000 })))
+  const { broker, clock, insert } = setup(t, {}, store)
+  const expired: number[] = []
+  broker.on('expired', (c) => { expired.push(c.id) })
+  let ready = false
+  void broker.ready.then(() => { ready = true })
+  await turns()
+  t.equal(ready, false, 'recovery waits')
+  t.same(expired, [])
+  const before = asked
+  clock.advance(100)
+  t.ok(asked > before, 'and asks again a tick later')
+  behind = false
+  clock.advance(100)
+  t.strictSame(await broker.ready, { expired: 3, rearmed: 0 })
+  t.same(expired, [1, 2, 3])
+  behind = true
+  t.equal((await insert('lamp-1', { command: 'on', lifetime: 1 })).status, 'success')
+  clock.advance(1500)
+  await turns()
+  t.same(expired, [1, 2, 3], 'the wheel holds a due command too')
+  behind = false
+  clock.advance(100)
+  await turns()
+  t.same(expired, [1, 2, 3, 4], 'and expires it a tick after the store caught up')
+})
+
+t.test('expiry: a store that fails to say whether it is behind is reported, and expiry goes on', async (t) => {
+  const inner = memoryStore()
+  const store: Store = { ...overridable(inner), behind: () => { throw new Error('no idea') } }
+  const { broker, clock, device: save, insert } = setup(t, {}, store)
+  const errors: BrokerError[] = []
+  const expired: number[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  broker.on('expired', (c) => { expired.push(c.id) })
+  await save('lamp-1')
+  await insert('lamp-1', { command: 'on', lifetime: 1 })
+  clock.advance(1000)
+  await turns()
+  t.same(expired, [1])
+  t.equal(errors[0]?.code, 'ERR_STORE')
+  t.match(errors[0]?.message, /asking the store whether it is behind failed; expiring anyway/)
+})

@@ -1168,3 +1168,43 @@ t.test('timer-wheel: an entry beyond a 32-bit timer delay arms no overflowing ti
   clock.advance(far - (2 ** 31 - 1))
   t.same(fired, [1], 'fires on time')
 })
+
+t.test('timer-wheel: while hold() says so, nothing fires; the wheel asks again a tick later', async (t) => {
+  let holding = true
+  let asked = 0
+  const clock = manualClock(0)
+  const calls: number[][] = []
+  const wheel = new TimerWheel({
+    clock,
+    tick: 10,
+    batch: 2,
+    hold: () => { asked++; return holding },
+    onExpire: (keys) => { calls.push([...keys]) }
+  })
+  for (let i = 0; i < 5; i++) wheel.add(i, 10)
+  clock.advance(10)
+  t.same(calls, [], 'held: nothing fired')
+  t.equal(asked, 1)
+  t.equal(clock.pending, 1, 'a timer to ask again')
+  clock.advance(9)
+  t.equal(asked, 1, 'not before a tick has passed')
+  clock.advance(1)
+  t.equal(asked, 2, 'asked again a tick later')
+  t.same(calls, [])
+  holding = false
+  clock.advance(10)
+  t.same(calls.map((c) => c.length), [2], 'released: fires again, a batch a turn')
+  holding = true
+  await turn()
+  t.equal(calls.length, 1, 'held between turns of a burst too')
+  t.equal(wheel.size, 3)
+  holding = false
+  clock.advance(10)
+  await turn()
+  t.same(calls.flat().sort(), [0, 1, 2, 3, 4], 'every key once')
+})
+
+t.test('timer-wheel: hold must be a function', async (t) => {
+  t.throws(() => new TimerWheel({ clock: manualClock(), onExpire: () => {}, hold: true as unknown as () => boolean }),
+    new TypeError('TimerWheel: hold must be a function, received boolean'))
+})

@@ -156,6 +156,16 @@ export function pace (db: SqliteDatabase, walPages: number): void {
   else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
 }
 
+/**
+ * Whether writes that can wait (expiry's deletes) should: the WAL is past WAL_SHORT, where the
+ * checkpointer hurries, and holds frames it has not copied yet. Writing on would lengthen the
+ * WAL towards WAL_LONG, where the writer checkpoints inline (hundreds of ms on a large file);
+ * waiting lets the worker copy them and restart the WAL.
+ */
+export function behindOn (walPages: number, copiedPages: number): boolean {
+  return walPages > WAL_SHORT && copiedPages < walPages
+}
+
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.
 // Indexes are few on purpose: every index keyed by device lands its inserts all over the
 // b-tree, and on a hub's disk that is what limits write throughput (measured: ~25k rows/s
@@ -312,6 +322,8 @@ class SqliteStore implements SyncStore {
   readonly #identity: FileId | undefined
   readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
+  // The checkpointer's last word, behindOn: see behind().
+  #behind = false
   // Nests: a savepoint inside an open transaction.
   readonly #run: Transaction
   // An outermost transaction: checks the file after fn's writes, before COMMIT.
@@ -419,7 +431,10 @@ class SqliteStore implements SyncStore {
         // (it copies all that is left, in the committing call: 40 ms steps of device/delete).
         hurryPages: WAL_SHORT,
         onFailure: checkpointInline.bind(null, db),
-        onProgress: pace.bind(null, db)
+        onProgress: (walPages, copiedPages) => {
+          this.#behind = behindOn(walPages, copiedPages)
+          pace(db, walPages)
+        }
       })
   }
 
@@ -475,6 +490,16 @@ class SqliteStore implements SyncStore {
     this.#open()
     const row = this.#get.get({ id, now })
     return row === undefined ? undefined : toRecord(row)
+  }
+
+  /**
+   * True while the WAL is past 16 MiB with frames the background checkpointer has not copied
+   * yet: the broker's expiry then waits (a tick at a time) instead of lengthening the WAL
+   * towards the 64 MiB at which a commit would checkpoint inline. Always false without a
+   * background checkpointer.
+   */
+  behind (): boolean {
+    return this.#behind
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {

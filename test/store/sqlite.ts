@@ -8,7 +8,7 @@ import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../../lib/errors.js'
 import { lockFile } from '../../lib/store/file-lock.js'
-import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
+import { behindOn, checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
 import type { DeviceRecord, SyncStore } from '../../lib/store/store.js'
 import { batch, command, device, insertSync, scanAll, storeSuite, updateSync } from '../fixtures/store-suite.js'
 import { expectError as expectOptionError, thrown } from '../fixtures/throws.js'
@@ -344,6 +344,16 @@ t.test('sqlite-store: a WAL that grows too long is checkpointed inline until it 
   t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 0, 'under 16 MiB the worker takes over again')
   db.close()
   t.doesNotThrow(() => { pace(db, 20_000) }, 'harmless once the store has closed')
+})
+
+t.test('sqlite-store: behind while the WAL is past 16 MiB with frames the checkpointer has not copied', async (t) => {
+  t.equal(behindOn(4096, 0), false, 'a WAL of 16 MiB is no backlog')
+  t.equal(behindOn(4097, 4000), true, 'past it, with frames left to copy: writes that can wait should')
+  t.equal(behindOn(20_000, 20_000), false, 'all copied: the next write restarts the WAL')
+  const store = sqliteStore(file())
+  t.equal(store.behind?.(), false, 'a new store is not behind')
+  await store.close()
+  t.equal(sqliteStore(':memory:').behind?.(), false, 'nor is a store without a checkpointer')
 })
 
 t.test('sqlite-store: :memory: works', async (t) => {
