@@ -114,13 +114,39 @@ export function quantile (sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
 }
 
+/** A manual clock for a scenario; see {@link benchClock}. */
+export interface BenchClock extends ManualClock {
+  /**
+   * Moves the clock on with real time, every turn, until the function it returns is called:
+   * after a jump, the process runs on, and what waits a tick (expiry held while the store's
+   * WAL is behind) gets its tick.
+   */
+  follow: () => () => void
+}
+
 /**
  * A manual clock for a scenario: it decides when commands fall due, while the time a turn's
  * work takes (`elapsed()`, which bounds expiry per turn) is real, as in a process whose clock
  * jumped. A plain manual clock's `elapsed()` reads 0, and a turn would be bounded by counts only.
  */
-export function benchClock (start: number): ManualClock {
-  return Object.assign(manualClock(start), { elapsed: () => performance.now() })
+export function benchClock (start: number): BenchClock {
+  const clock = manualClock(start)
+  return Object.assign(clock, {
+    elapsed: () => performance.now(),
+    follow () {
+      let following = true
+      let last = performance.now()
+      const step = (): void => {
+        if (!following) return
+        const now = performance.now()
+        clock.advance(now - last)
+        last = now
+        setImmediate(step)
+      }
+      setImmediate(step)
+      return () => { following = false }
+    }
+  })
 }
 
 // The main thread's scheduler statistics (Linux): "<ns on a CPU> <ns waiting for one> <slices>".

@@ -15,7 +15,7 @@ import { Session } from 'node:inspector/promises'
 import { join } from 'node:path'
 import {
   createBroker, formatTimestamp, memoryStore, signToken, sqliteStore,
-  type Broker, type ManualClock, type NewCommandRecord, type Push, type Reply, type Session as BrokerSession, type Store, type SyncStore
+  type Broker, type NewCommandRecord, type Push, type Reply, type Session as BrokerSession, type Store, type SyncStore
 } from '../lib/index.js'
 import { benchClock, check, heapUsed, quick, runQueueWait, Scenario, SECRET, tempDir } from './common.js'
 
@@ -347,7 +347,7 @@ async function run (name: string, open: () => SyncStore, reopen: (() => SyncStor
     await store.close()
     store = undefined as unknown as Store
   }
-  const clock: ManualClock = benchClock(START)
+  const clock = benchClock(START)
   const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: START + 86_400_000 }, { secret: SECRET, now: START })
   let broker: Broker | undefined
 
@@ -454,7 +454,9 @@ async function run (name: string, open: () => SyncStore, reopen: (() => SyncStor
     b.on('expired', () => { if (++expired === plan.shortLived) all?.() })
     const m = await measure(`${name} expiry`, async () => {
       clock.advance(SHORT_LIFETIME * 1000)
+      const stop = clock.follow()
       if (expired < plan.shortLived) await done
+      stop()
     })
     check(expired === plan.shortLived, `expiry: ${expired} of ${plan.shortLived} reported`)
     report(name, `an hour's gap: ${plan.shortLived} commands fallen due at once`, m)
