@@ -156,6 +156,11 @@ export function pace (db: SqliteDatabase, walPages: number): void {
   else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
 }
 
+// Commands expiry may delete between two reports of the checkpointer (~6 KiB of WAL each, so
+// some 24 MiB): a pass over a long WAL can take hundreds of ms, and a report that came before
+// it said nothing of what was written since. 16 MiB and this stay under WAL_LONG.
+const EXPIRED_PER_REPORT = 4096
+
 /**
  * Whether writes that can wait (expiry's deletes) should: the WAL is past WAL_SHORT, where the
  * checkpointer hurries, and holds frames it has not copied yet. Writing on would lengthen the
@@ -322,8 +327,9 @@ class SqliteStore implements SyncStore {
   readonly #identity: FileId | undefined
   readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
-  // The checkpointer's last word, behindOn: see behind().
+  // The checkpointer's last word, behindOn, and the commands expired since: see behind().
   #behind = false
+  #expiredSince = 0
   // Nests: a savepoint inside an open transaction.
   readonly #run: Transaction
   // An outermost transaction: checks the file after fn's writes, before COMMIT.
@@ -430,9 +436,14 @@ class SqliteStore implements SyncStore {
         // so that an inline checkpoint, should the WAL pass WAL_LONG, finds little left to copy
         // (it copies all that is left, in the committing call: 40 ms steps of device/delete).
         hurryPages: WAL_SHORT,
-        onFailure: checkpointInline.bind(null, db),
+        onFailure: () => {
+          // No reports come any more: nothing to wait for.
+          this.#expiredSince = -Infinity
+          checkpointInline(db)
+        },
         onProgress: (walPages, copiedPages) => {
           this.#behind = behindOn(walPages, copiedPages)
+          this.#expiredSince = 0
           pace(db, walPages)
         }
       })
@@ -499,7 +510,7 @@ class SqliteStore implements SyncStore {
    * background checkpointer.
    */
   behind (): boolean {
-    return this.#behind
+    return this.#behind || (this.#checkpointer !== undefined && this.#expiredSince >= EXPIRED_PER_REPORT)
   }
 
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
@@ -510,6 +521,7 @@ class SqliteStore implements SyncStore {
         const row = this.#expire.get(id, now)
         if (row !== undefined) removed.push(toRecord(row))
       }
+      this.#expiredSince += removed.length
       if (removed.length > 0) this.#keepLastId.run(this.#lastId)
       return removed
     })

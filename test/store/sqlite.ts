@@ -356,6 +356,36 @@ t.test('sqlite-store: behind while the WAL is past 16 MiB with frames the checkp
   t.equal(sqliteStore(':memory:').behind?.(), false, 'nor is a store without a checkpointer')
 })
 
+t.test('sqlite-store: behind once expiry has deleted 4096 commands since the checkpointer last reported', async (t) => {
+  const store = sqliteStore(file())
+  t.teardown(() => store.close())
+  store.saveDevice(device({ id: 'lamp-1' }))
+  const ids = store.commit(batch({ inserts: Array.from({ length: 4097 }, () => command({ deviceId: 'lamp-1', expiresAt: 10 })) }), 0).ids as number[]
+  // No report can arrive within this synchronous stretch: the worker's messages wait for a turn.
+  t.equal(store.expireCommands(ids.slice(0, 4095), 20).length, 4095)
+  t.equal(store.behind?.(), false, '4095: not yet')
+  store.expireCommands(ids.slice(4095), 20)
+  t.equal(store.behind?.(), true, '4096 and more: wait for the checkpointer to report')
+  const none = sqliteStore(':memory:')
+  none.saveDevice(device({ id: 'lamp-1' }))
+  none.expireCommands(none.commit(batch({ inserts: Array.from({ length: 5000 }, () => command({ deviceId: 'lamp-1', expiresAt: 10 })) }), 0).ids as number[], 20)
+  t.equal(none.behind?.(), false, 'without a checkpointer, nothing to wait for')
+})
+
+t.test('sqlite-store: once its checkpointer has failed, a store is never behind, and checkpoints inline', async (t) => {
+  const seen = spy(t)
+  const dir = path.join(path.dirname(file()), `behind-${process.pid}`)
+  fs.mkdirSync(dir)
+  const store = sqliteStore(path.join(dir, 'x.db'))
+  const main = seen.databases.at(-1) as Database.Database
+  // The worker, still starting, finds no directory to open its connection in, and fails.
+  fs.rmSync(dir, { recursive: true, force: true })
+  for (let i = 0; i < 400 && main.pragma('wal_autocheckpoint', { simple: true }) !== 1000; i++) await new Promise((resolve) => setTimeout(resolve, 25))
+  t.equal(main.pragma('wal_autocheckpoint', { simple: true }), 1000, 'SQLite checkpoints inline')
+  t.equal(store.behind?.(), false, 'no report will come: nothing to wait for')
+  await store.close()
+})
+
 t.test('sqlite-store: :memory: works', async (t) => {
   const a = sqliteStore(':memory:')
   const b = sqliteStore(':memory:', { synchronous: 'normal' })
