@@ -28,7 +28,9 @@ export const SWEEP_MS = 1000
  * and arms the rest, a bounded step per event-loop turn. On a shared store there is no
  * recovery: every broker sweeps the store for overdue commands instead (see {@link SWEEP_MS}),
  * so a process that dies leaves no orphans. Deletes in the store, then tells the `expired`
- * listeners and the update subscribers of each command that was never updated.
+ * listeners and the update subscribers of each command that was never updated. A turn of
+ * the wheel or of recovery expires in pieces until 5 ms (TURN_MS) are spent (see {@link Pacer}),
+ * and both wait, a tick at a time, while the store says it is behind (`Store.behind`).
  */
 export class Expiry {
   /** Resolves once start-up recovery is done (on a shared store: once its bus listens). */
