@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { manualClock, type ManualClock } from '../lib/index.js'
 
 /**
  * The HS256 secret every scenario signs and verifies with: random, 32 bytes (base64), since the
@@ -113,8 +114,45 @@ export function quantile (sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
 }
 
-// The main thread's scheduler statistics (Linux): its second field is the time it has spent
-// runnable but waiting for a CPU, which other processes on a shared machine take from it.
+/** A manual clock for a scenario; see {@link benchClock}. */
+export interface BenchClock extends ManualClock {
+  /**
+   * Moves the clock on with real time, every turn, until the function it returns is called:
+   * after a jump, the process runs on, and what waits a tick (expiry held while the store's
+   * WAL is behind) gets its tick.
+   */
+  follow: () => () => void
+}
+
+/**
+ * A manual clock for a scenario: it decides when commands fall due, while the time a turn's
+ * work takes (`elapsed()`, which bounds expiry per turn) is real, as in a process whose clock
+ * jumped. A plain manual clock's `elapsed()` reads 0, and a turn would be bounded by counts only.
+ */
+export function benchClock (start: number): BenchClock {
+  const clock = manualClock(start)
+  return Object.assign(clock, {
+    elapsed: () => performance.now(),
+    follow () {
+      let following = true
+      let last = performance.now()
+      const step = (): void => {
+        if (!following) return
+        const now = performance.now()
+        clock.advance(now - last)
+        last = now
+        setImmediate(step)
+      }
+      setImmediate(step)
+      return () => { following = false }
+    }
+  })
+}
+
+// The main thread's scheduler statistics (Linux): "<ns on a CPU> <ns waiting for one> <slices>".
+// On a shared machine other processes keep the broker's thread off the CPU for tens of ms at a
+// time; that is the machine, not the broker, and the probes subtract it from each gap. I/O
+// waits and GC stay counted: they are the broker's own.
 const schedstat = ((): number | undefined => {
   try {
     return openSync('/proc/thread-self/schedstat', 'r')
@@ -124,9 +162,62 @@ const schedstat = ((): number | undefined => {
 })()
 const schedBuffer = Buffer.alloc(128)
 
-/** Milliseconds the main thread has waited for a CPU since it started; 0 where unknown (not Linux). */
+/** Milliseconds the main thread has waited for a CPU since it started; 0 where unknown. */
 export function runQueueWait (): number {
   if (schedstat === undefined) return 0
   const length = readSync(schedstat, schedBuffer, 0, schedBuffer.length, 0)
   return Number(schedBuffer.toString('latin1', 0, length).split(' ')[1]) / 1e6
+}
+
+/** What {@link probeTurns} measured. */
+export interface Blocks {
+  /** The longest gap between probe turns, ms, less the time the thread waited for a CPU meanwhile. */
+  longest: number
+  /** The longest gap as the wall clock saw it, ms. */
+  wall: number
+  /** monitorEventLoopDelay's max, ms (resolution 1 ms; a cross-check). */
+  delayMax: number
+  /** Time the thread waited for a CPU over the whole run, ms. */
+  waited: number
+  turns: number
+}
+
+/**
+ * Starts a probe that asks the event loop for a turn all along (setImmediate, re-armed from
+ * itself) and times the gaps between its turns: what a request arriving meanwhile would wait.
+ * `stop()` ends it and returns the longest gap; call it from a turn of its own.
+ */
+export function probeTurns (): { stop: () => Blocks } {
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  let longest = 0
+  let wall = 0
+  let turns = 0
+  let probing = true
+  const startWait = runQueueWait()
+  let last = performance.now()
+  let lastWait = startWait
+  const turn = (): void => {
+    const now = performance.now()
+    const waited = runQueueWait()
+    const gap = now - last
+    wall = Math.max(wall, gap)
+    longest = Math.max(longest, gap - (waited - lastWait))
+    last = performance.now()
+    lastWait = waited
+  }
+  const probe = (): void => {
+    turn()
+    turns++
+    if (probing) setImmediate(probe)
+  }
+  setImmediate(probe)
+  histogram.enable()
+  return {
+    stop () {
+      turn()
+      probing = false
+      histogram.disable()
+      return { longest, wall, delayMax: histogram.max / 1e6, waited: runQueueWait() - startWait, turns }
+    }
+  }
 }

@@ -9,13 +9,16 @@ import { performance } from 'node:perf_hooks'
  * (`timestamp`, `lastUpdated`) and token expiry; without it `now()` serves
  * both. Timers returned by `setTimeout` must not keep the process alive (the
  * system clock `unref()`s them); `clearTimeout` must accept a handle that has
- * already fired.
+ * already fired. `elapsed()`, if given, is a fine monotonic reading in ms that
+ * bounds how long one event-loop turn may spend expiring commands; without it
+ * `performance.now()` serves.
  */
 export interface Clock {
   now: () => number
   setTimeout: (callback: () => void, ms: number) => TimerHandle
   clearTimeout: (handle: TimerHandle) => void
   date?: () => number
+  elapsed?: () => number
 }
 
 /** Whatever a clock's `setTimeout` returns; only ever passed back to its `clearTimeout`. */
@@ -29,13 +32,15 @@ const origin = Date.now() - performance.now()
 /**
  * The real clock. `now()` is monotonic: epoch ms at start-up, then moving with
  * `performance.now()`, so expiry never follows a wall-clock step; `date()` is
- * `Date.now()`. Timers are Node's, each `unref()`'d so that a pending expiry
- * never keeps a process alive. The default clock.
+ * `Date.now()`, `elapsed()` is `performance.now()`. Timers are Node's, each
+ * `unref()`'d so that a pending expiry never keeps a process alive. The
+ * default clock.
  */
 export const systemClock: Clock = Object.freeze({
   // Whole milliseconds, as every time the broker stores: floor keeps it from going back.
   now: (): number => Math.floor(origin + performance.now()),
   date: (): number => Date.now(),
+  elapsed: (): number => performance.now(),
   setTimeout (callback: () => void, ms: number): TimerHandle {
     return setTimeout(callback, ms).unref()
   },

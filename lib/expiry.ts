@@ -2,6 +2,7 @@ import type { Core } from './core.js'
 import { deferred } from './group-commit.js'
 import type { Awaitable, CommandRecord, DeviceRecord, ExpiringPage, SharedSpace } from './store/store.js'
 import { TimerWheel } from './timer-wheel.js'
+import { Pacer, stopwatch } from './turns.js'
 
 /** What `broker.ready` resolves to once start-up recovery is done. */
 export interface RecoveryReport {
@@ -27,7 +28,9 @@ export const SWEEP_MS = 1000
  * and arms the rest, a bounded step per event-loop turn. On a shared store there is no
  * recovery: every broker sweeps the store for overdue commands instead (see {@link SWEEP_MS}),
  * so a process that dies leaves no orphans. Deletes in the store, then tells the `expired`
- * listeners and the update subscribers of each command that was never updated.
+ * listeners and the update subscribers of each command that was never updated. A turn of
+ * the wheel or of recovery expires in pieces until 5 ms (TURN_MS) are spent (see {@link Pacer}),
+ * and both wait, a tick at a time, while the store says it is behind (`Store.behind`).
  */
 export class Expiry {
   /** Resolves once start-up recovery is done (on a shared store: once its bus listens). */
@@ -35,9 +38,13 @@ export class Expiry {
   readonly #core: Core
   readonly #wheel: TimerWheel
   // Recovery steps through ids (recoveredTo, recoverUpTo], then resolves `ready`; the upper
-  // bound is read by the first step.
-  #recoveredTo = 0
+  // bound is read by the first step, and recoveredTo is undefined once the last page is read.
+  #recoveredTo: number | undefined = 0
   #recoverUpTo: number | undefined
+  // Commands recovery found due and has not expired yet: a page's worth at most, expired in
+  // pieces that fit a turn (a million due at a restart after a long outage must not block).
+  #due: number[] = []
+  readonly #pacer: Pacer
   readonly #report: RecoveryReport = { expired: 0, rearmed: 0 }
   readonly #resolveReady: (report: RecoveryReport) => void
   #immediate: NodeJS.Immediate | undefined
@@ -49,7 +56,8 @@ export class Expiry {
   constructor (core: Core) {
     this.#core = core
     const { clock, options } = core
-    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, onExpire: (ids) => { void this.#expire(ids) } })
+    this.#wheel = new TimerWheel({ clock, tick: options.tick, batch: options.expiryBatch, hold: this.#held, onExpire: (ids) => { void this.#expire(ids) } })
+    this.#pacer = new Pacer(stopwatch(clock), options.expiryBatch)
     const ready = deferred<RecoveryReport>()
     this.ready = ready.promise
     this.#resolveReady = ready.resolve
@@ -94,6 +102,17 @@ export class Expiry {
     this.#immediate = undefined
     this.#timer = undefined
     this.#resolveReady({ ...this.#report })
+  }
+
+  // Whether the store asks writes that can wait to wait (see Store.behind). A store that cannot
+  // say is reported, and expiry goes on.
+  readonly #held = (): boolean => {
+    try {
+      return this.#core.store.behind?.() === true
+    } catch (err) {
+      this.#core.fail('ERR_STORE', 'asking the store whether it is behind failed; expiring anyway', err)
+      return false
+    }
   }
 
   // Expires the commands among `ids` that are due, and reports those never updated.
@@ -171,6 +190,11 @@ export class Expiry {
   readonly #recover = (): void => {
     this.#immediate = undefined
     this.#timer = undefined
+    this.#pacer.begin()
+    if (this.#due.length > 0) {
+      void this.#drain()
+      return
+    }
     const core = this.#core
     let step: Awaitable<ExpiringPage> | undefined
     try {
@@ -181,8 +205,8 @@ export class Expiry {
         return
       }
       this.#recoverUpTo = upTo
-      // One step per event-loop turn, no bigger than what expiry may do in one turn.
-      step = core.store.expiringCommands(this.#recoveredTo, upTo, core.options.expiryBatch)
+      // One page per event-loop turn, no bigger than what expiry may do in one turn.
+      step = core.store.expiringCommands(this.#recoveredTo as number, upTo, core.options.expiryBatch)
     } catch (err) {
       this.#recoveryFailed(err)
       return
@@ -200,27 +224,43 @@ export class Expiry {
   async #recovered (page: ExpiringPage): Promise<void> {
     if (this.#closed) return
     const now = this.#core.clock.now()
-    const due: number[] = []
     for (const [id, expiresAt] of page.entries) {
       if (expiresAt <= now) {
-        due.push(id)
+        this.#due.push(id)
       } else {
         this.#wheel.add(id, expiresAt)
         this.#report.rearmed++
       }
     }
-    if (due.length > 0) {
-      const expired = this.#expire(due)
+    this.#recoveredTo = page.next
+    await this.#drain()
+  }
+
+  // Expires what recovery found due, a piece at a time, until the turn's budget is spent; the
+  // next turn carries on, and reads the next page once none are left.
+  async #drain (): Promise<void> {
+    let done = 0
+    let held = false
+    while (done < this.#due.length && !this.#pacer.spent) {
+      if (this.#held()) {
+        held = true
+        break
+      }
+      const ids = this.#due.slice(done, done + this.#pacer.size)
+      done += ids.length
+      const expired = this.#pacer.run(ids.length, () => this.#expire(ids))
       this.#report.expired += expired instanceof Promise ? await expired : expired
+      // An `expired` or `error` listener may have closed the broker.
+      if (this.#closed) return
     }
-    // An `expired` or `error` listener may have closed the broker.
-    if (this.#closed) return
-    if (page.next === undefined) {
+    this.#due = this.#due.slice(done)
+    if (this.#due.length === 0 && this.#recoveredTo === undefined) {
       this.#resolveReady({ ...this.#report })
       return
     }
-    this.#recoveredTo = page.next
-    this.#immediate = setImmediate(this.#recover)
+    // Held: the store is behind; ask again a tick later (reads hide what is due meanwhile).
+    if (held) this.#timer = this.#core.clock.setTimeout(this.#recover, this.#core.options.tick)
+    else this.#immediate = setImmediate(this.#recover)
   }
 
   // On a shared store, every SWEEP_MS (whether or not the last sweep is done, so the cadence

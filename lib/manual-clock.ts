@@ -4,6 +4,10 @@ import type { Clock, TimerHandle } from './clock.js'
  * A {@link Clock} that only moves when told to: `advance(ms)` runs, in due
  * order and synchronously, every timer that falls due, with `now()` reading
  * each timer's own due time while it runs. For tests: no sleeps, no flakiness.
+ * Its `elapsed()` always reads 0: work takes no time on it, so only counts
+ * (`expiryBatch`), never the machine's speed, decide how much work a turn does.
+ * To bound turns by real time on a manual clock (a benchmark), assign it an
+ * `elapsed` of `() => performance.now()`.
  */
 export interface ManualClock extends Clock {
   /**
@@ -54,6 +58,7 @@ export function manualClock (start = 0): ManualClock {
 
   return {
     now: () => now,
+    elapsed: () => 0,
     setTimeout (callback: () => void, ms: number): TimerHandle {
       const id = nextId++
       // Like Node, a negative or NaN delay means "as soon as possible".

@@ -179,7 +179,7 @@ export function resolveOptions (options: BrokerOptions | undefined): ResolvedOpt
       throw new TypeError(`createBroker: options.clock must have now(), setTimeout() and clearTimeout(); ${method} is ${describe((clock as Partial<Clock>)[method])}`)
     }
   }
-  for (const method of ['date'] as const) {
+  for (const method of ['date', 'elapsed'] as const) {
     const value = (clock as Partial<Clock>)[method]
     if (value !== undefined && typeof value !== 'function') {
       throw new TypeError(`createBroker: options.clock.${method} must be a function when given, received ${describe(value)}`)

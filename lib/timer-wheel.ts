@@ -1,11 +1,13 @@
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
+import { Pacer, stopwatch, TURN_MS } from './turns.js'
 
 /** Options of {@link TimerWheel}. */
 export interface TimerWheelOptions {
   /**
-   * Receives the keys that fell due, at most `batch` per call, in due-tick
-   * order. Must not throw: an exception is rethrown from the timer callback
-   * after the wheel has re-armed itself.
+   * Receives the keys that fell due, in due-tick order, in pieces sized to
+   * fit the turn's time budget (see `turnMs`; at most `batch` per call). Must
+   * not throw: an exception ends the turn's firing and is rethrown from the
+   * timer callback after the wheel has re-armed itself.
    */
   onExpire: (keys: number[]) => void
   /** Source of time. Default: {@link systemClock}. */
@@ -24,6 +26,21 @@ export interface TimerWheelOptions {
    * when a manual clock jumps hours ahead in one `advance()`. Default 1000.
    */
   batch?: number
+  /**
+   * Most milliseconds one event-loop turn spends firing, `onExpire` included,
+   * read from `clock.elapsed` (else `performance.now()`): once spent, the rest
+   * follows on later turns, however cheap or dear each key is. The first
+   * pieces of a burst are small (64 keys) and grow while they fit. An
+   * `onExpire` that returns before its work is done (on a store that answers
+   * later) is bounded by `batch` alone. Default {@link TURN_MS} (5).
+   */
+  turnMs?: number
+  /**
+   * Asked before each piece: while it returns true, the wheel fires nothing and asks again a
+   * tick later (entries wait, later than their tick). For a consumer that must not write now,
+   * such as a store behind on its upkeep. Default: never holds.
+   */
+  hold?: () => boolean
 }
 
 /**
@@ -46,6 +63,8 @@ export class TimerWheel {
   readonly #tick: number
   readonly #mask: number
   readonly #batch: number
+  readonly #pacer: Pacer
+  readonly #hold: () => boolean
   // Parallel arrays per slot; a slot is undefined while empty, so an idle wheel holds no arrays.
   readonly #keys: Array<number[] | undefined>
   readonly #ats: Array<number[] | undefined>
@@ -84,7 +103,7 @@ export class TimerWheel {
   }
 
   constructor (options: TimerWheelOptions) {
-    const { onExpire, clock = systemClock, tick = 100, slots = 4096, batch = 1000 } = options
+    const { onExpire, clock = systemClock, tick = 100, slots = 4096, batch = 1000, turnMs = TURN_MS, hold = never } = options
     if (typeof onExpire !== 'function') {
       throw new TypeError(`TimerWheel: onExpire must be a function, received ${typeof onExpire}`)
     }
@@ -97,12 +116,20 @@ export class TimerWheel {
     if (!Number.isInteger(batch) || batch < 1) {
       throw new RangeError(`TimerWheel: batch must be an integer >= 1, received ${String(batch)}`)
     }
+    if (typeof hold !== 'function') {
+      throw new TypeError(`TimerWheel: hold must be a function, received ${typeof hold}`)
+    }
+    if (typeof turnMs !== 'number' || !(turnMs > 0) || !Number.isFinite(turnMs)) {
+      throw new RangeError(`TimerWheel: turnMs must be a finite number > 0 (ms), received ${String(turnMs)}`)
+    }
     this.#onExpire = onExpire
     this.#clock = clock
     this.#tick = tick
     this.#mask = slots - 1
     this.#batch = batch
     this.#budget = batch
+    this.#pacer = new Pacer(stopwatch(clock), batch, turnMs)
+    this.#hold = hold
     this.#keys = new Array<number[] | undefined>(slots).fill(undefined)
     this.#ats = new Array<number[] | undefined>(slots).fill(undefined)
     this.#cursor = Math.floor(clock.now() / tick) + 1
@@ -188,40 +215,52 @@ export class TimerWheel {
     if (this.#closed) return
     const now = this.#clock.now()
     const nowTick = Math.floor(now / this.#tick)
-    const due: number[] = []
     const earliest = { at: now }
     let budget = this.#budget
+    let outOfTime = false
+    let held = false
+    // The first run of a turn starts the turn's time budget (a continuation comes after
+    // #onTurnEnd, which ends the last).
+    if (this.#turnEnd === undefined) this.#pacer.begin()
     // While running (onExpire included), add() only files entries; the end of the run arms.
     this.#running = true
     try {
-      budget = fire(this.#lateKeys, this.#lateAts, now, budget, due, earliest)
       // Ticks up to nowTick have passed. Ticks further back than one revolution share their
       // slots with later ones: visiting the last `slots` ticks visits every slot once, and the
       // per-entry check fires whatever is due, whichever revolution it belongs to.
       if (nowTick - this.#cursor > this.#mask) this.#cursor = nowTick - this.#mask
-      while (budget > 0 && this.#cursor <= nowTick) {
-        const slot = this.#cursor & this.#mask
-        const keys = this.#keys[slot]
-        if (keys !== undefined) {
-          budget = fire(keys, this.#ats[slot] as number[], now, budget, due, earliest)
-          if (keys.length === 0) this.#freeSlot(slot)
+      while (budget > 0) {
+        if (this.#hold()) {
+          held = true
+          break
         }
-        // Out of budget, the slot may still hold due entries: stay on it.
-        if (budget === 0) break
-        this.#cursor++
-      }
-      this.#size -= due.length
-      this.#budget = budget
-      if (due.length > 0) {
+        const room = Math.min(budget, this.#pacer.size)
+        const due = this.#collect(now, nowTick, room, earliest)
+        if (due.length === 0) break
+        budget -= due.length
+        this.#budget = budget
+        this.#size -= due.length
         this.#lag = now - earliest.at
         this.#turnEnd ??= setImmediate(this.#onTurnEnd)
-        this.#onExpire(due)
+        this.#pacer.run(due.length, () => { this.#onExpire(due) })
+        if (this.#closed) break
+        // Checked before the test below: a turn may hold many runs (a timer's callback re-arms
+        // it for the next boundary, and a manual clock fires it again at once), each one short.
+        if (this.#pacer.spent) {
+          outOfTime = true
+          break
+        }
+        // A short piece took everything due.
+        if (due.length < room) break
       }
     } finally {
       this.#running = false
       if (this.#closed) {
         // close() was called from onExpire: stay closed.
-      } else if (budget === 0) {
+      } else if (held) {
+        // What is due stays due: ask again a tick from now.
+        this.#arm(now + this.#tick)
+      } else if (budget === 0 || outOfTime) {
         // Out of budget for this turn: more may be due. Yield to I/O, then carry on where the
         // cursor stopped. No timer is armed meanwhile; the continuation arms one when done.
         this.#immediate ??= setImmediate(this.#onImmediate)
@@ -229,6 +268,24 @@ export class TimerWheel {
         this.#armNext()
       }
     }
+  }
+
+  // Takes up to `room` due keys: the late entries first, then the slots from the cursor up to
+  // nowTick. The cursor stays on a slot that may still hold due entries.
+  #collect (now: number, nowTick: number, room: number, earliest: { at: number }): number[] {
+    const due: number[] = []
+    room = fire(this.#lateKeys, this.#lateAts, now, room, due, earliest)
+    while (room > 0 && this.#cursor <= nowTick) {
+      const slot = this.#cursor & this.#mask
+      const keys = this.#keys[slot]
+      if (keys !== undefined) {
+        room = fire(keys, this.#ats[slot] as number[], now, room, due, earliest)
+        if (keys.length === 0) this.#freeSlot(slot)
+      }
+      if (room === 0) break
+      this.#cursor++
+    }
+    return due
   }
 
   // Arms for the late entries, else for the first non-empty slot from the cursor. An empty
@@ -269,6 +326,7 @@ export class TimerWheel {
 }
 
 const MAX_DELAY = 2 ** 31 - 1
+const never = (): boolean => false
 
 // Moves up to `budget` entries with at <= now from the parallel arrays into `due`,
 // swapping each with the last element so removal is O(1). Returns the budget left.

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks'
+import type { Clock } from './clock.js'
 import type { CommandRecord } from './store/store.js'
 
 /**
@@ -6,6 +8,77 @@ import type { CommandRecord } from './store/store.js'
  */
 export function nextTurn (): Promise<void> {
   return new Promise((resolve) => { setImmediate(resolve) })
+}
+
+/**
+ * Milliseconds of work one event-loop turn may do on a job that has much to do at once
+ * (expiring a burst of due commands, start-up recovery) before it yields. A few: well under
+ * the 20 ms that a request may wait behind a turn, with room left for garbage collection.
+ */
+export const TURN_MS = 5
+
+// Items in the first piece a Pacer hands out, before it has timed any: about 3 ms of SQLite
+// deletes, whose rows and index pages sit all over a large file.
+const FIRST_PIECE = 64
+
+/**
+ * Cuts a job into pieces that fit a turn's time budget: each piece is as large as the pieces
+ * before it say fits in half of `turnMs`, judged by the last one's cost per item, and at most
+ * twice the last. A count alone cannot bound a turn: expiring 1000 commands takes 2 ms on
+ * the memory store and 45 ms on a large SQLite file, and more while its WAL is long.
+ *
+ * Time is read from `elapsed` (ms, monotonic; a manual clock's stands still within a turn,
+ * so there only the counts bound a turn). Footgun: a piece that returns a promise is timed
+ * only until it returns, so on a store that answers later only `max` bounds a turn.
+ */
+export class Pacer {
+  readonly #elapsed: () => number
+  readonly #turnMs: number
+  readonly #max: number
+  #size: number
+  #started = 0
+
+  /** `max`: the most items of a piece; `turnMs`: the turn's budget (default {@link TURN_MS}). */
+  constructor (elapsed: () => number, max: number, turnMs = TURN_MS) {
+    this.#elapsed = elapsed
+    this.#turnMs = turnMs
+    this.#max = max
+    this.#size = Math.min(max, FIRST_PIECE)
+  }
+
+  /** Starts a turn's budget. */
+  begin (): void {
+    this.#started = this.#elapsed()
+  }
+
+  /** Whether the turn's budget is spent. */
+  get spent (): boolean {
+    return this.#elapsed() - this.#started >= this.#turnMs
+  }
+
+  /** Items the next piece may take: 1..max. */
+  get size (): number {
+    return this.#size
+  }
+
+  /** Runs a piece of `items` items and learns its cost per item for the pieces after it. */
+  run<T> (items: number, piece: () => T): T {
+    const from = this.#elapsed()
+    try {
+      return piece()
+    } finally {
+      const ms = this.#elapsed() - from
+      // Aim a piece at half the budget: room for a second, and for the odd slow one.
+      const fits = ms > 0 ? Math.floor((this.#turnMs / 2) * items / ms) : Infinity
+      this.#size = Math.max(1, Math.min(this.#max, 2 * this.#size, fits))
+    }
+  }
+}
+
+/** What a {@link Pacer} reads time from: the clock's `elapsed()`, else `performance.now()`. */
+export function stopwatch (clock: Clock): () => number {
+  const { elapsed } = clock
+  return elapsed === undefined ? () => performance.now() : () => elapsed.call(clock)
 }
 
 /** Commands a scan step looks at, matching or not, in one event-loop turn. */

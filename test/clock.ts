@@ -1,5 +1,6 @@
 import t from 'tap'
 import { systemClock } from '../lib/clock.js'
+import { performance } from 'node:perf_hooks'
 
 t.test('clock: the system clock reads epoch ms, and date() reads Date.now', async (t) => {
   const before = Date.now()
@@ -33,4 +34,10 @@ t.test('clock: system timers are unref()d and can be cleared', async (t) => {
   systemClock.clearTimeout(handle)
   systemClock.clearTimeout(handle)
   t.pass('clearing twice is harmless')
+})
+
+t.test('clock: the system clock\'s elapsed() is performance.now()', async (t) => {
+  const before = performance.now()
+  const elapsed = systemClock.elapsed?.() as number
+  t.ok(elapsed >= before && elapsed <= performance.now(), 'between two readings of performance.now()')
 })

@@ -13,6 +13,7 @@ import { command, device } from './fixtures/store-suite.js'
 import { laterStore } from './fixtures/later-store.js'
 import { sharedSpace } from './fixtures/shared-store.js'
 import { SWEEP_MS } from '../lib/expiry.js'
+import { manualClock } from '../lib/manual-clock.js'
 
 t.test('expiry: a command of a deleted device expires unreported, even when its deletion failed', async (t) => {
   const inner = memoryStore()
@@ -104,6 +105,42 @@ t.test('expiry: after a restart on SQLite, retention is expired or re-armed as s
 })
 
 const turns = async (n = 5): Promise<void> => { for (let i = 0; i < n; i++) await new Promise(setImmediate) }
+
+t.test('expiry: recovery expires what fell due in pieces within a turn\'s time budget, over many turns', async (t) => {
+  // Work is timed by the clock's elapsed(), which here moves 0.1 ms for each command expired.
+  let elapsed = 0
+  let turn = 0
+  const perTurn = new Map<number, number>()
+  const inner = memoryStore()
+  const store: Store = {
+    ...overridable(inner),
+    expireCommands: (ids, now) => {
+      elapsed += ids.length * 0.1
+      perTurn.set(turn, (perTurn.get(turn) ?? 0) + ids.length)
+      return inner.expireCommands(ids, now)
+    }
+  }
+  inner.saveDevice(device({ id: 'lamp-1' }))
+  // 3000 commands due while the broker was down, 0.1 ms each: 50 fill a turn's budget of 5 ms.
+  // And 10 still pending.
+  insertAll(inner, Array.from({ length: 3000 }, () => command({ deviceId: 'lamp-1', expiresAt: START - 1000 })))
+  insertAll(inner, Array.from({ length: 10 }, () => command({ deviceId: 'lamp-1', expiresAt: START + 1000 })))
+  let probing = true
+  const probe = (): void => { turn++; if (probing) setImmediate(probe) }
+  setImmediate(probe)
+  const { broker } = setup(t, { expiryBatch: 1000, clock: Object.assign(manualClock(START), { elapsed: () => elapsed }) }, store)
+  let reported = 0
+  broker.on('expired', () => { reported++ })
+  t.strictSame(await broker.ready, { expired: 3000, rearmed: 10 })
+  probing = false
+  t.equal(reported, 3000, 'each reported')
+  const most = Math.max(...perTurn.values())
+  // The first piece is 64; later ones are sized to half the budget (25), and a turn may start
+  // one more just before its 5 ms are spent: 7.5 ms at most.
+  t.ok(most <= 75, `at most 75 a turn (${most})`)
+  t.ok(perTurn.size >= 3000 / 75, `spread over ${perTurn.size} turns`)
+  t.equal(inner.lastCommandId(), 3010)
+})
 
 t.test('expiry: on a store that answers later, recovery, expiry and its reports work, and a failed expiry is retried', async (t) => {
   const base = memoryStore()
@@ -273,4 +310,54 @@ t.test('expiry: whatever answers after close() (an expiry, a recovery step, a sw
   answer([])
   await turns()
   t.equal(third.clock.pending, 0, 'a sweep answered after close() schedules nothing')
+})
+
+t.test('expiry: while the store is behind, recovery and the wheel wait a tick at a time, then go on', async (t) => {
+  const inner = memoryStore()
+  let behind = true
+  let asked = 0
+  const store: Store = { ...overridable(inner), behind: () => { asked++; return behind } }
+  inner.saveDevice(device({ id: 'lamp-1' }))
+  insertAll(inner, Array.from({ length: 3 }, () => command({ deviceId: 'lamp-1', expiresAt: START - 1000 })))
+  const { broker, clock, insert } = setup(t, {}, store)
+  const expired: number[] = []
+  broker.on('expired', (c) => { expired.push(c.id) })
+  let ready = false
+  void broker.ready.then(() => { ready = true })
+  await turns()
+  t.equal(ready, false, 'recovery waits')
+  t.same(expired, [])
+  const before = asked
+  clock.advance(100)
+  t.ok(asked > before, 'and asks again a tick later')
+  behind = false
+  clock.advance(100)
+  t.strictSame(await broker.ready, { expired: 3, rearmed: 0 })
+  t.same(expired, [1, 2, 3])
+  behind = true
+  t.equal((await insert('lamp-1', { command: 'on', lifetime: 1 })).status, 'success')
+  clock.advance(1500)
+  await turns()
+  t.same(expired, [1, 2, 3], 'the wheel holds a due command too')
+  behind = false
+  clock.advance(100)
+  await turns()
+  t.same(expired, [1, 2, 3, 4], 'and expires it a tick after the store caught up')
+})
+
+t.test('expiry: a store that fails to say whether it is behind is reported, and expiry goes on', async (t) => {
+  const inner = memoryStore()
+  const store: Store = { ...overridable(inner), behind: () => { throw new Error('no idea') } }
+  const { broker, clock, device: save, insert } = setup(t, {}, store)
+  const errors: BrokerError[] = []
+  const expired: number[] = []
+  broker.on('error', (err) => { errors.push(err) })
+  broker.on('expired', (c) => { expired.push(c.id) })
+  await save('lamp-1')
+  await insert('lamp-1', { command: 'on', lifetime: 1 })
+  clock.advance(1000)
+  await turns()
+  t.same(expired, [1])
+  t.equal(errors[0]?.code, 'ERR_STORE')
+  t.match(errors[0]?.message, /asking the store whether it is behind failed; expiring anyway/)
 })

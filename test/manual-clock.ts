@@ -213,3 +213,10 @@ t.test('manual-clock: an exception from a timer propagates and leaves the clock 
   t.same(seen, [['after', 20]], 'at its own due time')
   t.equal(clock.now(), 110)
 })
+
+t.test('manual-clock: elapsed() reads 0, however time moves', async (t) => {
+  const clock = manualClock(1000)
+  t.equal(clock.elapsed?.(), 0)
+  clock.advance(3_600_000)
+  t.equal(clock.elapsed?.(), 0, 'work takes no time on a manual clock')
+})

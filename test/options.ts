@@ -152,6 +152,12 @@ t.test('options: the date of a clock, when given, must be a function', async (t)
   expectError(t, () => resolveWith({ clock: { ...full, date: 5 } }), TypeError, 'createBroker: options.clock.date must be a function when given, received number 5')
 })
 
+t.test('options: the elapsed of a clock, when given, must be a function', async (t) => {
+  const full: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => {} }
+  t.equal(resolveWith({ clock: { ...full, elapsed: () => 7 } }).clock.elapsed?.(), 7)
+  expectError(t, () => resolveWith({ clock: { ...full, elapsed: 'fast' } }), TypeError, 'createBroker: options.clock.elapsed must be a function when given, received string "fast"')
+})
+
 t.test('options: a clock missing a method is a TypeError', async (t) => {
   const full: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => {} }
   for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {

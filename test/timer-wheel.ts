@@ -1,4 +1,5 @@
 import t from 'tap'
+import { performance } from 'node:perf_hooks'
 import fc from 'fast-check'
 import { TimerWheel, type TimerWheelOptions } from '../lib/timer-wheel.js'
 import { manualClock, type ManualClock } from '../lib/manual-clock.js'
@@ -43,6 +44,9 @@ function steppableClock (start = 0): { clock: Clock, base: ManualClock, step: (m
     step (ms) { offset += ms },
     clock: {
       now: () => base.now() + offset,
+      // Like the manual clock under it, work takes no time: only counts bound a turn, so a
+      // test that advances many times in one turn is not cut short by the machine's speed.
+      elapsed: () => 0,
       setTimeout: (callback, ms) => base.setTimeout(callback, ms),
       clearTimeout: (handle) => { base.clearTimeout(handle) }
     }
@@ -368,13 +372,110 @@ t.test('timer-wheel: a burst of exactly one batch makes no empty call', async (t
   t.same(calls.at(-1), [9])
 })
 
-t.test('timer-wheel: the default batch is 1000', async (t) => {
+t.test('timer-wheel: the default batch is 1000, in pieces from 64 that double while they fit', async (t) => {
   const { clock, wheel, calls } = setup({ tick: 10 })
   for (let i = 0; i < 1001; i++) wheel.add(i, 10)
   clock.advance(10)
-  t.same(calls.map((c) => c.length), [1000])
+  // A manual clock's elapsed() stands still: every piece fits, and only the count ends the turn.
+  t.same(calls.map((c) => c.length), [64, 128, 256, 512, 40])
   await turn()
-  t.same(calls.map((c) => c.length), [1000, 1])
+  t.same(calls.map((c) => c.length), [64, 128, 256, 512, 40, 1])
+})
+
+// A manual clock whose elapsed() moves only when onExpire says: each key costs `cost.ms`.
+function pricedSetup (costMs: number, settings: WheelSettings = {}): { clock: ManualClock, wheel: TimerWheel, calls: number[][], elapsed: () => number, cost: { ms: number } } {
+  const clock = manualClock(0)
+  let elapsed = 0
+  const cost = { ms: costMs }
+  const calls: number[][] = []
+  const wheel = new TimerWheel({
+    ...settings,
+    clock: Object.assign(clock, { elapsed: () => elapsed }),
+    onExpire (keys) {
+      calls.push([...keys])
+      elapsed += keys.length * cost.ms
+    }
+  })
+  return { clock, wheel, calls, elapsed: () => elapsed, cost }
+}
+
+t.test('timer-wheel: a turn stops firing once its time budget is spent, and the rest follows', async (t) => {
+  // 0.1 ms a key: 64 keys take 6.4 ms, over the default 5 ms budget.
+  const { clock, wheel, calls } = pricedSetup(0.1, { tick: 10 })
+  for (let i = 0; i < 200; i++) wheel.add(i, 10)
+  clock.advance(10)
+  t.same(calls.map((c) => c.length), [64], 'one piece, then the budget is spent')
+  t.equal(wheel.size, 136)
+  t.equal(clock.pending, 0, 'no clock timer while a continuation is queued')
+  await turn()
+  // The next pieces are sized to half the budget: 2.5 ms at 0.1 ms a key.
+  t.same(calls.map((c) => c.length), [64, 25, 25])
+  while (wheel.size > 0) await turn()
+  t.same(calls.flat().sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i), 'every key once')
+  t.ok(calls.slice(1, -1).every((c) => c.length === 25), 'pieces of 25 after the first')
+})
+
+t.test('timer-wheel: an hour-long jump fires over many turns, each within its time budget', async (t) => {
+  // A clock suspended for an hour with 36,000 entries due over it, 1 ms of work per 10 keys.
+  const { clock, wheel, calls, elapsed } = pricedSetup(0.1, { tick: 100, turnMs: 4 })
+  for (let i = 0; i < 36_000; i++) wheel.add(i, (i + 1) * 100)
+  clock.advance(3_600_000)
+  let turns = 1
+  let before = elapsed()
+  let longest = before
+  while (wheel.size > 0) {
+    await turn()
+    turns++
+    longest = Math.max(longest, elapsed() - before)
+    before = elapsed()
+  }
+  t.equal(calls.flat().length, 36_000, 'everything fired')
+  t.ok(turns >= 36_000 * 0.1 / 4, `spread over ${turns} turns`)
+  // A turn may start one last piece, of half the budget, just before the budget runs out.
+  t.ok(longest <= 6 + 1e-9, `no turn worked past the budget and one piece (longest ${longest} ms)`)
+})
+
+t.test('timer-wheel: pieces grow back after slow ones, doubling, up to the batch', async (t) => {
+  const { clock, wheel, calls, cost } = pricedSetup(0.1, { tick: 10, batch: 300 })
+  for (let i = 0; i < 1000; i++) wheel.add(i, 10)
+  clock.advance(10)
+  await turn()
+  t.same(calls.map((c) => c.length), [64, 25, 25], 'slow keys: small pieces')
+  cost.ms = 0
+  await turn()
+  t.same(calls.slice(3).map((c) => c.length), [25, 50, 100, 125], 'free keys: pieces double, up to the batch a turn')
+  await turn()
+  t.same(calls.slice(7).map((c) => c.length), [300], 'a whole batch in one piece')
+})
+
+t.test('timer-wheel: a turn budget that is not a positive finite number throws', async (t) => {
+  const clock = manualClock()
+  for (const turnMs of [0, -1, NaN, Infinity, '5']) {
+    t.throws(() => new TimerWheel({ clock, onExpire: () => {}, turnMs: turnMs as number }), RangeError, `turnMs ${String(turnMs)}`)
+    t.throws(() => new TimerWheel({ clock, onExpire: () => {}, turnMs: turnMs as number }), /TimerWheel: turnMs must be a finite number > 0 \(ms\), received/)
+  }
+  t.doesNotThrow(() => new TimerWheel({ clock, onExpire: () => {}, turnMs: 0.5 }))
+})
+
+t.test('timer-wheel: without clock.elapsed the budget is timed by performance.now()', async (t) => {
+  const { clock: base } = setup()
+  const calls: number[] = []
+  const clock: Clock = { now: () => base.now(), setTimeout: (f, ms) => base.setTimeout(f, ms), clearTimeout: (h) => { base.clearTimeout(h) } }
+  const wheel = new TimerWheel({
+    clock,
+    tick: 10,
+    turnMs: 1,
+    onExpire (keys) {
+      calls.push(keys.length)
+      // Real work of 2 ms: over the budget whatever the machine.
+      const until = performance.now() + 2
+      while (performance.now() < until);
+    }
+  })
+  for (let i = 0; i < 10; i++) wheel.add(i, 10)
+  base.advance(10)
+  t.same(calls, [10], 'one piece, then out of time')
+  t.equal(wheel.size, 0)
 })
 
 t.test('timer-wheel: the default tick is 100 ms', async (t) => {
@@ -1073,4 +1174,44 @@ t.test('timer-wheel: an entry beyond a 32-bit timer delay arms no overflowing ti
   t.same(fired, [], 'waking early fires nothing')
   clock.advance(far - (2 ** 31 - 1))
   t.same(fired, [1], 'fires on time')
+})
+
+t.test('timer-wheel: while hold() says so, nothing fires; the wheel asks again a tick later', async (t) => {
+  let holding = true
+  let asked = 0
+  const clock = manualClock(0)
+  const calls: number[][] = []
+  const wheel = new TimerWheel({
+    clock,
+    tick: 10,
+    batch: 2,
+    hold: () => { asked++; return holding },
+    onExpire: (keys) => { calls.push([...keys]) }
+  })
+  for (let i = 0; i < 5; i++) wheel.add(i, 10)
+  clock.advance(10)
+  t.same(calls, [], 'held: nothing fired')
+  t.equal(asked, 1)
+  t.equal(clock.pending, 1, 'a timer to ask again')
+  clock.advance(9)
+  t.equal(asked, 1, 'not before a tick has passed')
+  clock.advance(1)
+  t.equal(asked, 2, 'asked again a tick later')
+  t.same(calls, [])
+  holding = false
+  clock.advance(10)
+  t.same(calls.map((c) => c.length), [2], 'released: fires again, a batch a turn')
+  holding = true
+  await turn()
+  t.equal(calls.length, 1, 'held between turns of a burst too')
+  t.equal(wheel.size, 3)
+  holding = false
+  clock.advance(10)
+  await turn()
+  t.same(calls.flat().sort(), [0, 1, 2, 3, 4], 'every key once')
+})
+
+t.test('timer-wheel: hold must be a function', async (t) => {
+  t.throws(() => new TimerWheel({ clock: manualClock(), onExpire: () => {}, hold: true as unknown as () => boolean }),
+    new TypeError('TimerWheel: hold must be a function, received boolean'))
 })

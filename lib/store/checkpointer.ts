@@ -15,12 +15,13 @@ export interface CheckpointerOptions {
   /** Called if the worker fails; the caller should fall back to checkpointing inline. */
   onFailure: (error: Error) => void
   /**
-   * Called after each checkpoint with the WAL's length in pages. A passive checkpoint never
-   * blocks the writer, so under a writer that never pauses it never catches up, and the WAL
-   * (which restarts only once it has) grows: the caller watches this and checkpoints inline
+   * Called after each checkpoint with the WAL's length in pages and how many of them are
+   * copied into the database. A passive checkpoint never blocks the writer, so under a writer
+   * that never pauses it never catches up, and the WAL (which restarts only once it has)
+   * grows: the caller watches this, holds back writes that can wait, and checkpoints inline
    * for a while when it is too long.
    */
-  onProgress: (walPages: number) => void
+  onProgress: (walPages: number, copiedPages: number) => void
 }
 
 /** A running background checkpointer. */
@@ -67,7 +68,7 @@ const checkpoint = () => {
   }
   copied = checkpointed
   length = log
-  parentPort.postMessage(log)
+  parentPort.postMessage([log, checkpointed])
   return hurry
 }
 // A long WAL that is still being written: checkpoints back to back, so that what is left to
@@ -127,7 +128,8 @@ export function startCheckpointer (file: string, options: CheckpointerOptions): 
       worker.unref()
       opened()
     } else {
-      onProgress(message as number)
+      const [walPages, copiedPages] = message as [number, number]
+      onProgress(walPages, copiedPages)
     }
   })
   worker.once('error', (err) => { onFailure(err) })

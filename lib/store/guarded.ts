@@ -38,9 +38,16 @@ class GuardedStore implements Store {
   readonly #store: Store
   readonly shared: SharedSpace | undefined
   readonly size: (() => Awaitable<number>) | undefined
+  readonly behind: (() => boolean) | undefined
 
   constructor (store: Store) {
     this.#store = store
+    const { behind } = store
+    this.behind = typeof behind !== 'function'
+      ? undefined
+      : () => {
+          try { return behind.call(store) } catch (err) { throw storeError(err) }
+        }
     const { size } = store
     this.size = typeof size !== 'function'
       ? undefined

@@ -215,6 +215,21 @@ export function pace (db: SqliteDatabase, walPages: number): void {
   else if (walPages < WAL_SHORT) db.pragma('wal_autocheckpoint = 0')
 }
 
+// Commands expiry may delete between two reports of the checkpointer (~6 KiB of WAL each, so
+// some 24 MiB): a pass over a long WAL can take hundreds of ms, and a report that came before
+// it said nothing of what was written since. 16 MiB and this stay under WAL_LONG.
+const EXPIRED_PER_REPORT = 4096
+
+/**
+ * Whether writes that can wait (expiry's deletes) should: the WAL is past WAL_SHORT, where the
+ * checkpointer hurries, and holds frames it has not copied yet. Writing on would lengthen the
+ * WAL towards WAL_LONG, where the writer checkpoints inline (hundreds of ms on a large file);
+ * waiting lets the worker copy them and restart the WAL.
+ */
+export function behindOn (walPages: number, copiedPages: number): boolean {
+  return walPages > WAL_SHORT && copiedPages < walPages
+}
+
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.
 // Indexes are few on purpose: every index keyed by device lands its inserts all over the
 // b-tree, and on a hub's disk that is what limits write throughput (measured: ~25k rows/s
@@ -375,6 +390,9 @@ class SqliteStoreImpl implements SqliteStore {
   readonly #identity: FileId | undefined
   readonly #lock: FileLock | undefined
   readonly #checkpointer: Checkpointer | undefined
+  // The checkpointer's last word, behindOn, and the commands expired since: see behind().
+  #behind = false
+  #expiredSince = 0
   // Nests: a savepoint inside an open transaction.
   readonly #run: Transaction
   // An outermost transaction: checks the file after fn's writes, before COMMIT.
@@ -490,8 +508,16 @@ class SqliteStoreImpl implements SqliteStore {
         // so that an inline checkpoint, should the WAL pass WAL_LONG, finds little left to copy
         // (it copies all that is left, in the committing call: 40 ms steps of device/delete).
         hurryPages: WAL_SHORT,
-        onFailure: checkpointInline.bind(null, db),
-        onProgress: pace.bind(null, db)
+        onFailure: () => {
+          // No reports come any more: nothing to wait for.
+          this.#expiredSince = -Infinity
+          checkpointInline(db)
+        },
+        onProgress: (walPages, copiedPages) => {
+          this.#behind = behindOn(walPages, copiedPages)
+          this.#expiredSince = 0
+          pace(db, walPages)
+        }
       })
   }
 
@@ -551,6 +577,16 @@ class SqliteStoreImpl implements SqliteStore {
     return row === undefined ? undefined : toRecord(row)
   }
 
+  /**
+   * True while the WAL is past 16 MiB with frames the background checkpointer has not copied
+   * yet: the broker's expiry then waits (a tick at a time) instead of lengthening the WAL
+   * towards the 64 MiB at which a commit would checkpoint inline. Always false without a
+   * background checkpointer.
+   */
+  behind (): boolean {
+    return this.#behind || (this.#checkpointer !== undefined && this.#expiredSince >= EXPIRED_PER_REPORT)
+  }
+
   expireCommands (ids: readonly number[], now: number): CommandRecord[] {
     this.#open()
     // In id order: ids inserted together sit together in the table and its time index, so each
@@ -562,6 +598,7 @@ class SqliteStoreImpl implements SqliteStore {
         const row = this.#expire.get(id, now)
         if (row !== undefined) removed.push(fromRaw(row))
       }
+      this.#expiredSince += removed.length
       if (removed.length > 0) this.#keepLastId.run(this.#lastId)
       return removed
     })

@@ -86,6 +86,16 @@ export interface Store {
   /** Optional: the bytes the store takes where it keeps its data (a file and its WAL, a schema's tables), for `broker.stats()`. */
   size?: (() => Awaitable<number>) | undefined
 
+  /**
+   * Optional, answered at once: whether writes that can wait should, because the store is
+   * behind on upkeep that the next write would otherwise do in the caller's turn (SQLite: a
+   * WAL longer than its background checkpointer has folded back, which a writer past the
+   * limit checkpoints inline, for hundreds of ms). The broker's expiry waits a tick at a time
+   * while it says so; requests never wait for it. Footgun: a store that says so for good
+   * stops expiry (reads still hide what is due).
+   */
+  behind?: (() => boolean) | undefined
+
   /** Present when other processes share this command space; see {@link SharedSpace}. */
   readonly shared?: SharedSpace | undefined
 }
@@ -108,8 +118,8 @@ export interface SharedSpace {
 
 /** The synchronous form of a store: every answer at once. `memoryStore()` and `sqliteStore()` are this. */
 export type SyncStore = {
-  [K in Exclude<keyof Store, 'close' | 'shared' | 'size'>]: Store[K] extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : never
-} & Pick<Store, 'close' | 'shared'> & { size?: (() => number) | undefined }
+  [K in Exclude<keyof Store, 'close' | 'shared' | 'size' | 'behind'>]: Store[K] extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : never
+} & Pick<Store, 'close' | 'shared' | 'behind'> & { size?: (() => number) | undefined }
 
 /** The writes of one group commit. */
 export interface WriteBatch {

@@ -27,16 +27,22 @@ t.test('checkpointer: copies the WAL into the database from its own thread, and 
   t.pass('closing twice is harmless')
 })
 
-t.test('checkpointer: reports the WAL length after each checkpoint', async (t) => {
+t.test('checkpointer: reports the WAL length, and how much of it is copied, after each checkpoint', async (t) => {
   const db = walFile(t.testdir())
   t.teardown(() => { db.close() })
   const lengths: number[] = []
-  const checkpointer = startCheckpointer(db.name, { synchronous: 'normal', onFailure: (err) => t.fail(String(err)), onProgress: (pages) => { lengths.push(pages) } })
+  const copied: number[] = []
+  const checkpointer = startCheckpointer(db.name, {
+    synchronous: 'normal',
+    onFailure: (err) => t.fail(String(err)),
+    onProgress: (pages, done) => { lengths.push(pages); copied.push(done) }
+  })
   await checkpointer.close()
   t.ok(lengths.length >= 1, 'at least the last checkpoint reported')
   t.ok(lengths.every((pages) => Number.isInteger(pages) && pages >= 0), `WAL lengths in pages: ${lengths.join(', ')}`)
   // A later pass may find the WAL idle and truncate it: 0.
   t.ok((lengths[0] as number) > 0, 'the first found the frames written before it')
+  t.same(copied, lengths, `with no writer, each checkpoint copied the whole WAL: ${copied.join(', ')}`)
 })
 
 // Under a writer that outruns checkpoints every `interval`, the frames left to copy pile up,

@@ -286,3 +286,13 @@ t.test('guarded-store: size() is passed on when the store has one, guarded like 
   const rejecting = guardStore({ ...overridable(inner), size: () => Promise.reject(failure) } as Store)
   await t.rejects(rejecting.size?.() as Promise<number>, { code: 'ERR_STORE', cause: failure })
 })
+
+t.test('guarded-store: behind() is passed on when the store has one, guarded like the rest', async (t) => {
+  const inner = memoryStore()
+  t.equal(guardStore(inner).behind, undefined, 'none when the store has none')
+  const own = { ...overridable(inner), behind (): boolean { return this === own } }
+  t.equal(guardStore(own).behind?.(), true, 'called on the store, not the guard')
+  const failure = new Error('no answer')
+  const throwing = guardStore({ ...overridable(inner), behind: () => { throw failure } })
+  t.throws(() => throwing.behind?.(), { code: 'ERR_STORE', cause: failure })
+})

@@ -8,7 +8,7 @@ import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { BrokerError } from '../../lib/errors.js'
 import { lockFile } from '../../lib/store/file-lock.js'
-import { checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
+import { behindOn, checkpointInline, pace, SCHEMA_VERSION, sqliteStore, type SqliteStoreOptions } from '../../lib/store/sqlite.js'
 import type { DeviceRecord, SyncStore } from '../../lib/store/store.js'
 import { batch, command, device, insertSync, scanAll, storeSuite, updateSync } from '../fixtures/store-suite.js'
 import { expectError as expectOptionError, rejection, thrown } from '../fixtures/throws.js'
@@ -360,6 +360,46 @@ t.test('sqlite-store: a WAL that grows too long is checkpointed inline until it 
   t.equal(db.pragma('wal_autocheckpoint', { simple: true }), 0, 'under 16 MiB the worker takes over again')
   db.close()
   t.doesNotThrow(() => { pace(db, 20_000) }, 'harmless once the store has closed')
+})
+
+t.test('sqlite-store: behind while the WAL is past 16 MiB with frames the checkpointer has not copied', async (t) => {
+  t.equal(behindOn(4096, 0), false, 'a WAL of 16 MiB is no backlog')
+  t.equal(behindOn(4097, 4000), true, 'past it, with frames left to copy: writes that can wait should')
+  t.equal(behindOn(20_000, 20_000), false, 'all copied: the next write restarts the WAL')
+  const store = sqliteStore(file())
+  t.equal(store.behind?.(), false, 'a new store is not behind')
+  await store.close()
+  t.equal(sqliteStore(':memory:').behind?.(), false, 'nor is a store without a checkpointer')
+})
+
+t.test('sqlite-store: behind once expiry has deleted 4096 commands since the checkpointer last reported', async (t) => {
+  const store = sqliteStore(file())
+  t.teardown(() => store.close())
+  store.saveDevice(device({ id: 'lamp-1' }))
+  const ids = store.commit(batch({ inserts: Array.from({ length: 4097 }, () => command({ deviceId: 'lamp-1', expiresAt: 10 })) }), 0).ids as number[]
+  // No report can arrive within this synchronous stretch: the worker's messages wait for a turn.
+  t.equal(store.expireCommands(ids.slice(0, 4095), 20).length, 4095)
+  t.equal(store.behind?.(), false, '4095: not yet')
+  store.expireCommands(ids.slice(4095), 20)
+  t.equal(store.behind?.(), true, '4096 and more: wait for the checkpointer to report')
+  const none = sqliteStore(':memory:')
+  none.saveDevice(device({ id: 'lamp-1' }))
+  none.expireCommands(none.commit(batch({ inserts: Array.from({ length: 5000 }, () => command({ deviceId: 'lamp-1', expiresAt: 10 })) }), 0).ids as number[], 20)
+  t.equal(none.behind?.(), false, 'without a checkpointer, nothing to wait for')
+})
+
+t.test('sqlite-store: once its checkpointer has failed, a store is never behind, and checkpoints inline', async (t) => {
+  const seen = spy(t)
+  const dir = path.join(path.dirname(file()), `behind-${process.pid}`)
+  fs.mkdirSync(dir)
+  const store = sqliteStore(path.join(dir, 'x.db'))
+  const main = seen.databases.at(-1) as Database.Database
+  // The worker, still starting, finds no directory to open its connection in, and fails.
+  fs.rmSync(dir, { recursive: true, force: true })
+  for (let i = 0; i < 400 && main.pragma('wal_autocheckpoint', { simple: true }) !== 1000; i++) await new Promise((resolve) => setTimeout(resolve, 25))
+  t.equal(main.pragma('wal_autocheckpoint', { simple: true }), 1000, 'SQLite checkpoints inline')
+  t.equal(store.behind?.(), false, 'no report will come: nothing to wait for')
+  await store.close()
 })
 
 t.test('sqlite-store: :memory: works', async (t) => {
