@@ -5,7 +5,10 @@ import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { manualClock, type ManualClock } from '../lib/index.js'
+import Database from 'better-sqlite3'
+import { startCheckpointer } from '../lib/store/checkpointer.js'
+import { JOURNAL_SIZE_LIMIT, pace } from '../lib/store/sqlite.js'
+import { manualClock, sqliteStore, type ManualClock } from '../lib/index.js'
 
 /**
  * The HS256 secret every scenario signs and verifies with: random, 32 bytes (base64), since the
@@ -218,6 +221,42 @@ export function probeTurns (): { stop: () => Blocks } {
       probing = false
       histogram.disable()
       return { longest, wall, delayMax: histogram.max / 1e6, waited: runQueueWait() - startWait, turns }
+    }
+  }
+}
+
+/** Raw better-sqlite3 on a file, as {@link rawSqlite} opens it. */
+export interface RawSqlite {
+  db: Database.Database
+  /** INSERT of a whole commands row: id, device_id, command, timestamp, last_updated, user_id,
+   *  network_id, device_type_id, parameters, lifetime, status, result, expires_at, updated. */
+  insert: Database.Statement
+  /** Closes the connection, then stops the checkpointer (its last checkpoint included). */
+  close: () => Promise<void>
+}
+
+/**
+ * The SQLite scenarios' limit: raw better-sqlite3 on a new file with the store's table and
+ * indexes (a store creates the file, then closes) and the store's connection settings, its
+ * background checkpointer and WAL pacing included, so that the broker is measured against
+ * SQLite doing the same work the same way, and nothing else.
+ */
+export async function rawSqlite (path: string): Promise<RawSqlite> {
+  await sqliteStore(path, { synchronous: 'normal' }).close()
+  const db = new Database(path)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = NORMAL')
+  db.pragma('wal_autocheckpoint = 0')
+  db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`)
+  const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
+  const insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
+    device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  return {
+    db,
+    insert,
+    async close () {
+      db.close()
+      await checkpointer.close()
     }
   }
 }

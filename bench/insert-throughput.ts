@@ -5,10 +5,8 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { createVerifier } from 'fast-jwt'
 import { z } from 'zod'
-import { startCheckpointer } from '../lib/store/checkpointer.js'
-import { pace } from '../lib/store/sqlite.js'
 import { createBroker, deriveKey, memoryStore, signToken, sqliteStore, type Store } from '../lib/index.js'
-import { check, pool, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
+import { check, pool, quick, rawSqlite, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const TOTAL = quick ? 2000 : 200_000
 const IN_FLIGHT = quick ? 100 : 1000
@@ -68,15 +66,8 @@ async function broker (store: Store, total: number, inFlight: number): Promise<n
 // else; and the same connection settings as the store, WAL checkpoints in a worker included.
 async function limit (total: number): Promise<number> {
   const path = file()
-  await sqliteStore(path, { synchronous: 'normal' }).close()
-  const db = new Database(path)
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = NORMAL')
-  db.pragma('wal_autocheckpoint = 0')
-  db.pragma(`journal_size_limit = ${16 * 1024 * 1024}`)
-  const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
-  const insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
-    device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const raw = await rawSqlite(path)
+  const { db, insert } = raw
   const now = Date.now()
   const rows = Array.from({ length: total }, (_, i) => [i + 1, `dev-${i % DEVICES}`, 'set', now, now, 1, 1, 1, JSON.stringify({ level: i % 100 }), 3600, null, null, now + 3_600_000, 0])
   const batch = db.transaction((from: number, to: number) => {
@@ -85,8 +76,7 @@ async function limit (total: number): Promise<number> {
   const start = performance.now()
   for (let i = 0; i < total; i += 1000) batch(i, Math.min(total, i + 1000))
   const elapsed = (performance.now() - start) / 1000
-  db.close()
-  await checkpointer.close()
+  await raw.close()
   check(countRows(path) === total, 'limit: every row stored')
   return total / elapsed
 }

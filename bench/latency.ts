@@ -5,11 +5,8 @@
 // `--rounds N` (default 3) and `--seconds S` (per round, default 8) change the run.
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
-import Database from 'better-sqlite3'
-import { startCheckpointer } from '../lib/store/checkpointer.js'
-import { pace } from '../lib/store/sqlite.js'
 import { createBroker, memoryStore, signToken, sqliteStore, type Store } from '../lib/index.js'
-import { check, pool, quantile, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
+import { check, pool, quantile, quick, rawSqlite, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const arg = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -136,15 +133,8 @@ async function brokerRound (store: Store, rate: number): Promise<Round> {
 // to its commit.
 async function rawRound (rate: number): Promise<Round> {
   const path = file()
-  await sqliteStore(path, { synchronous: 'normal' }).close()
-  const db = new Database(path)
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = NORMAL')
-  db.pragma('wal_autocheckpoint = 0')
-  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
-  const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
-  const statement = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
-    device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const raw = await rawSqlite(path)
+  const { db, insert: statement } = raw
   let id = 0
   let commits = 0
   let commitMs = 0
@@ -167,8 +157,7 @@ async function rawRound (rate: number): Promise<Round> {
     queued.push({ n, began: performance.now(), settled })
   })
   const rows = db.prepare('SELECT count(*) FROM commands').pluck().get() as number
-  db.close()
-  await checkpointer.close()
+  await raw.close()
   check(rows === id && id === Math.floor(rate * DURATION_S), 'latency: raw: every insert stored')
   return { ...round, commitMs: commitMs / commits, batch: id / commits }
 }

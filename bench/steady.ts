@@ -24,11 +24,9 @@ import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
-import { startCheckpointer } from '../lib/store/checkpointer.js'
-import { pace } from '../lib/store/sqlite.js'
 import { createBroker, signToken, sqliteStore } from '../lib/index.js'
 import type { Push } from '../lib/schema.js'
-import { check, heapUsed, pool, quantile, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
+import { check, heapUsed, pool, quantile, quick, rawSqlite, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const arg = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -277,15 +275,8 @@ async function brokerSide (path: string): Promise<Side> {
 // committed the tick before (a device answers once it is pushed one), and up to 1000 expiries
 // due, found in a bucket per 100 ms as the broker's timer wheel finds them (its default tick).
 async function rawSide (path: string): Promise<Side> {
-  await sqliteStore(path, { synchronous: 'normal' }).close()
-  const db = new Database(path)
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = NORMAL')
-  db.pragma('wal_autocheckpoint = 0')
-  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
-  const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
-  const insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
-    device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const raw = await rawSqlite(path)
+  const { db, insert } = raw
   const update = db.prepare(`UPDATE commands SET status = ?, result = ?, last_updated = ?, updated = 1
     WHERE id = ? AND device_id = ? AND (expires_at IS NULL OR expires_at > ?)`)
   const expire = db.prepare('DELETE FROM commands WHERE id = ? AND expires_at <= ?')
@@ -355,8 +346,7 @@ async function rawSide (path: string): Promise<Side> {
     async drain () {},
     async finish (inserted) {
       const rows = db.prepare('SELECT count(*) FROM commands').pluck().get() as number
-      db.close()
-      await checkpointer.close()
+      await raw.close()
       check(lastId === inserted, `steady: raw: ${inserted} inserts, ${lastId} written`)
       check(rows === pending && rows + deleted === inserted, `steady: raw: ${rows} rows stored, ${pending} pending, ${deleted} deleted`)
     }

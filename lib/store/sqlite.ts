@@ -92,7 +92,7 @@ export interface SqliteDatabase {
 
 const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
 // The WAL's size on disk after it restarts, bytes (SQLite's default keeps it at its largest).
-const JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+export const JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 // PRAGMA auto_vacuum's value for INCREMENTAL.
 const INCREMENTAL = 2
 // Free pages the file keeps before the store gives space back to the OS: at least RECLAIM_MIN
