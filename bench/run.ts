@@ -7,7 +7,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { ScenarioResult } from './common.js'
 
-const SCENARIOS = ['insert-throughput', 'observability', 'latency', 'steady', 'expiry', 'fan-out', 'restart', 'token',
+const SCENARIOS = ['insert-throughput', 'writer-thread', 'observability', 'latency', 'steady', 'expiry', 'fan-out', 'restart', 'token',
   'stalls', 'file-size', 'retention', 'postgres-insert', 'cluster-latency', 'cluster-expiry']
 const quick = process.argv.includes('--quick')
 const here = (name: string): string => fileURLToPath(new URL(name, import.meta.url))
