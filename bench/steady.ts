@@ -19,12 +19,14 @@
 //
 // `--rounds N` (default 3), `--steps N` (search steps per side in the first round, default 5),
 // `--warm S` and `--hold S` (seconds, default the longest lifetime + 0.5, and 5) and `--scale K`
-// (lifetimes K..6K s) change the run.
+// (lifetimes K..6K s) change the run. `--thread` puts the broker on the prototype writer-thread
+// store (bench/writer-thread-store.ts) instead of sqliteStore.
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
-import { createBroker, signToken, sqliteStore, sqliteThreadStore, type Store } from '../lib/index.js'
+import { createBroker, signToken, sqliteStore, type Store } from '../lib/index.js'
+import { sqliteThreadStore } from './writer-thread-store.js'
 import type { Push } from '../lib/schema.js'
 import { check, heapUsed, pool, quantile, quick, rawSqlite, Scenario, seconds, SECRET, tempDir } from './common.js'
 

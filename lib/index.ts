@@ -15,8 +15,6 @@ export type { BrokerErrorCode } from './errors.js'
 
 export { memoryStore } from './store/memory.js'
 export { sqliteStore, SCHEMA_VERSION } from './store/sqlite.js'
-export { sqliteThreadStore } from './store/sqlite-thread.js'
-export type { SqliteThreadStore, SqliteThreadStoreOptions } from './store/sqlite-thread.js'
 export type { SqliteStoreOptions, SqliteDatabase, SqliteStore, SqliteBackup } from './store/sqlite.js'
 export { postgresStore, POSTGRES_SCHEMA_VERSION } from './store/postgres.js'
 export type { PostgresStoreOptions } from './store/postgres.js'

@@ -1,14 +1,28 @@
+// The writer-thread store that bench/writer-thread.ts (and bench/steady.ts --thread) measure:
+// issue 11, item 4, "use the second core". A prototype kept for the measurement, not shipped in
+// lib/: measured side by side on this 2-core machine it did not gain enough to carry its cost
+// (see the scenario's notes and bench/writer-thread.ts). What it does:
+// - writes (commit, expiry, deletes, device saves) go to a worker thread that opens an ordinary
+//   sqliteStore (lock, schema, background checkpointer) and serves them over its port, one
+//   message per call, commands as flat arrays of their fields (cloned ~4x faster than objects);
+// - reads run on the main thread, synchronously, through a read-only connection to the same
+//   WAL file (a sqliteStore on a passed-in Database, without cache), with the device cache on
+//   the main side kept in step with the saves and deletes sent to the thread;
+// - store.behind() reads a flag the thread keeps in shared memory.
+// The worker is eval'd CommonJS that import()s this module by its URL: the .js from dist/, or
+// the .ts under a loader whose flags the worker inherits.
+import { openSync, readSync } from 'node:fs'
 import { resolve as resolvePath } from 'node:path'
 import { type MessagePort, Worker } from 'node:worker_threads'
 import { LRUCache } from 'lru-cache'
-import { loadBetterSqlite3 } from './better-sqlite3.js'
-import { BrokerError, type BrokerErrorCode } from '../errors.js'
-import { describe } from '../options.js'
-import { sqliteStore, type SqliteStore, type SqliteStoreOptions } from './sqlite.js'
+import { loadBetterSqlite3 } from '../lib/store/better-sqlite3.js'
+import { BrokerError, type BrokerErrorCode } from '../lib/errors.js'
+import { describe } from '../lib/options.js'
+import { sqliteStore, type SqliteStore, type SqliteStoreOptions } from '../lib/store/sqlite.js'
 import type {
   CommandPage, CommandRecord, CommandScan, CommitResult, CountPage, Cursor, DeviceRecord, ExpiringPage, SortQuery, Store,
   WriteBatch
-} from './store.js'
+} from '../lib/store/store.js'
 
 /** Options of {@link sqliteThreadStore}: those of `sqliteStore`, applied by the writer thread's store. */
 export type SqliteThreadStoreOptions = SqliteStoreOptions
@@ -237,6 +251,24 @@ function recordAt (flat: unknown[], i: number): CommandRecord | undefined {
     updated: flat[i + 13] as boolean
   }
 }
+
+// The calling thread's CPU time, ms (Linux: its scheduler statistics); 0 elsewhere.
+const schedstat = ((): number | undefined => {
+  try {
+    return openSync('/proc/thread-self/schedstat', 'r')
+  } catch {
+    return undefined
+  }
+})()
+const statBuffer = Buffer.alloc(128)
+function threadCpu (): number {
+  if (schedstat === undefined) return 0
+  const length = readSync(schedstat, statBuffer, 0, statBuffer.length, 0)
+  return Number(statBuffer.toString('latin1', 0, length).split(' ')[0]) / 1e6
+}
+
+/** CPU the main thread has spent in postMessage to writer threads (cloning requests), ms: the crossing's cost on the main side. */
+export const crossing = { ms: 0 }
 
 const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
 const DEVICE_OVERHEAD = 400
@@ -472,7 +504,9 @@ class SqliteThreadStoreImpl implements SqliteThreadStore {
     const promise = new Promise<T>((resolve, reject) => {
       this.#waiting.push({ kind, resolve: resolve as (value: never) => void, reject })
     })
+    const before = threadCpu()
     this.#worker.postMessage(request)
+    crossing.ms += threadCpu() - before
     return promise
   }
 
