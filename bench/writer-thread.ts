@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
 import { createBroker, signToken, sqliteStore, type Store } from '../lib/index.js'
 import { crossing, sqliteThreadStore } from './writer-thread-store.js'
-import { benchClock, check, pool, probeTurns, quick, rawSqlite, Scenario, seconds, SECRET, tempDir } from './common.js'
+import { benchClock, check, pool, probeTurns, quick, rawSqlite, runQueueWait, Scenario, seconds, SECRET, tempDir } from './common.js'
 
 const TOTAL = quick ? 2000 : 200_000
 const IN_FLIGHT = quick ? 100 : 1000
@@ -81,6 +81,9 @@ interface Run {
   all: number
   /** Writes per group commit. */
   batch: number
+  /** Share of the run the main thread was on a CPU, and waited for one (others had them). */
+  busy: number
+  waited: number
 }
 
 async function broker (store: Store): Promise<Run> {
@@ -94,6 +97,7 @@ async function broker (store: Store): Promise<Run> {
   const main0 = mainCpu()
   const all0 = processCpu()
   const clone0 = crossing.ms
+  const wait0 = runQueueWait()
   const elapsed = await seconds(() => pool(TOTAL, IN_FLIGHT, async (i) => {
     const reply = await (sessions[i % SESSIONS] as typeof sessions[number]).handle(messages[i] as Record<string, unknown>)
     if (reply.status === 'success') ok++
@@ -101,11 +105,13 @@ async function broker (store: Store): Promise<Run> {
   const main = (mainCpu() - main0) * 1000 / TOTAL
   const all = (processCpu() - all0) * 1000 / TOTAL
   const clone = (crossing.ms - clone0) * 1000 / TOTAL
+  const busy = (mainCpu() - main0) / (elapsed * 1000)
+  const waited = (runQueueWait() - wait0) / (elapsed * 1000)
   check(ok === TOTAL, `broker: ${ok} of ${TOTAL} inserts succeeded`)
   check(await store.lastCommandId() === TOTAL, 'broker: every insert stored')
   const { commits } = await broker.stats()
   await broker.close()
-  return { rate: TOTAL / elapsed, main, all, clone, batch: commits.writes / commits.count }
+  return { rate: TOTAL / elapsed, main, all, clone, batch: commits.writes / commits.count, busy, waited }
 }
 
 function countRows (path: string): number {
@@ -179,6 +185,10 @@ scenario.figure('sqliteThreadStore: main-thread CPU per insert', pick(threaded, 
 scenario.figure('sqliteThreadStore: of which postMessage (clone) per insert', pick(threaded, 'clone'), 'µs')
 scenario.figure('sqliteStore: process CPU per insert', pick(direct, 'all'), 'µs')
 scenario.figure('sqliteThreadStore: process CPU per insert', pick(threaded, 'all'), 'µs')
+scenario.figure('sqliteStore: main thread on a CPU, share of the run', pick(direct, 'busy'), 'ratio')
+scenario.figure('sqliteStore: main thread waiting for a CPU, share of the run', pick(direct, 'waited'), 'ratio')
+scenario.figure('sqliteThreadStore: main thread on a CPU, share of the run', pick(threaded, 'busy'), 'ratio')
+scenario.figure('sqliteThreadStore: main thread waiting for a CPU, share of the run', pick(threaded, 'waited'), 'ratio')
 scenario.figure('sqliteThreadStore: writes per group commit', pick(threaded, 'batch'), 'writes')
 scenario.figure('thread / sqliteStore', threadRate / directRate, 'ratio')
 scenario.figure('thread / limit', threadRate / rawRate, 'ratio')
