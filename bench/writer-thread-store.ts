@@ -101,7 +101,7 @@ export interface WriterData {
 
 /**
  * The writer thread's side: opens `sqliteStore(data.file, data.options)`, says so on `port`
- * (`[1, lastCommandId]`, or the error), then serves it there. Exported so that tests run it
+ * (`[1, lastCommandId]`, or the error), then serves it there. Exported so that it can run
  * in-process over a `MessageChannel`; the worker runs nothing else.
  */
 export function runWriter (port: MessagePort, data: WriterData): void {
@@ -119,7 +119,7 @@ export function runWriter (port: MessagePort, data: WriterData): void {
 
 /**
  * Serves `store`'s writes on `port`, one reply per request, in order, until a close request,
- * after which it closes the store, replies and closes the port. Exported for tests.
+ * after which it closes the store, replies and closes the port. Exported to run in-process over a MessageChannel.
  */
 export function serve (port: MessagePort, sqlite: SqliteStore, behind: Int32Array): void {
   // sqliteStore() always has size() and behind().
