@@ -261,31 +261,63 @@ export class Broker {
   }
 
   // Serves a session's request in the session's order: a write after the session's earlier
-  // writes have queued, anything else after they have committed, so it sees them.
-  async #inOrder (session: SessionState, name: string, request: Request, serve: Action): Promise<Result> {
-    const core = this.#core
-    if (!ORDERED.has(name)) {
-      const queued = session.afterWrites()
-      if (queued !== undefined) await queued
-      if (session.pendingWrite !== undefined) await session.pendingWrite
-      core.checkOpen(session)
-      const result = serve(request)
-      return result instanceof Promise ? await result : result
-    }
+  // writes have queued, anything else after they have committed, so it sees them. The common
+  // case, a write whose turn has come and that its action serves at once, is served here
+  // without a promise of its own (one async call and its await less per write: ~0.5 KB).
+  #inOrder (session: SessionState, name: string, request: Request, serve: Action): Result | Promise<Result> {
+    if (!ORDERED.has(name)) return this.#afterWrites(session, request, serve)
     const turn = session.beginWrite()
+    // A device write sees the session's earlier command writes committed.
+    if (turn !== undefined || (!WRITES.has(name) && session.pendingWrite !== undefined)) return this.#writeLater(session, name, request, serve, turn)
+    let result
+    try {
+      result = serve(request)
+    } catch (err) {
+      session.endWrite()
+      throw err
+    }
+    if (result instanceof Promise) return this.#written(session, result)
+    // Set before the turn ends: a read that waited for the turn then waits for the commit.
+    if (result instanceof WriteOp) session.pendingWrite = result.done
+    session.endWrite()
+    return result
+  }
+
+  // A request that is not a write: once the session's earlier writes have committed.
+  async #afterWrites (session: SessionState, request: Request, serve: Action): Promise<Result> {
+    const queued = session.afterWrites()
+    if (queued !== undefined) await queued
+    if (session.pendingWrite !== undefined) await session.pendingWrite
+    this.#core.checkOpen(session)
+    const result = serve(request)
+    return result instanceof Promise ? await result : result
+  }
+
+  // A write that waits for its turn, or (a device write) for the session's earlier commits.
+  async #writeLater (session: SessionState, name: string, request: Request, serve: Action, turn: Promise<void> | undefined): Promise<Result> {
+    const core = this.#core
     try {
       if (turn !== undefined) {
         await turn
         core.checkOpen(session)
       }
-      // A device write sees the session's earlier command writes committed.
       if (!WRITES.has(name) && session.pendingWrite !== undefined) {
         await session.pendingWrite
         core.checkOpen(session)
       }
       let result = serve(request)
       if (result instanceof Promise) result = await result
-      // Set before the turn ends: a read that waited for the turn then waits for the commit.
+      if (result instanceof WriteOp) session.pendingWrite = result.done
+      return result
+    } finally {
+      session.endWrite()
+    }
+  }
+
+  // A write whose action answered later: its turn ends once it has.
+  async #written (session: SessionState, serving: Promise<Result>): Promise<Result> {
+    try {
+      const result = await serving
       if (result instanceof WriteOp) session.pendingWrite = result.done
       return result
     } finally {
@@ -322,13 +354,9 @@ export class Broker {
       const name = typeof action === 'string' ? action : undefined
       const serve = name === undefined ? undefined : ACTIONS.get(name)
       if (serve === undefined) throw new ProtocolError(400, unknownAction(describeAction(msg.action)))
-      let result: Result | Promise<Result>
-      if (session === undefined) {
-        result = serve({ core, session, msg, token, afterReply })
-        if (result instanceof Promise) result = await result
-      } else {
-        result = await this.#inOrder(session, name as string, { core, session, msg, token, afterReply }, serve)
-      }
+      const request: Request = { core, session, msg, token, afterReply }
+      let result = session === undefined ? serve(request) : this.#inOrder(session, name as string, request, serve)
+      if (result instanceof Promise) result = await result
       if (result instanceof WriteOp) {
         const done = result.done as Promise<void>
         await done

@@ -1,7 +1,7 @@
 import type { CommandBusEvent } from './bus/bus.js'
 import type { Command } from './schema.js'
 import type { CommandRecord, DeviceRecord } from './store/store.js'
-import { deepFreeze, toCommand } from './wire.js'
+import { freezeCommand, toCommand } from './wire.js'
 
 /**
  * One command event on its way to subscribers: the command, and the device's network and
@@ -24,7 +24,7 @@ export class CommandEvent implements CommandBusEvent {
   }
 
   get command (): Command {
-    this.#command ??= deepFreeze(toCommand(this.record))
+    this.#command ??= freezeCommand(toCommand(this.record))
     return this.#command
   }
 }

@@ -48,6 +48,46 @@ export const insertBody = z.object({
   result: json
 })
 
+/** The `command` object of `command/insert` as `insertBody` reads it. */
+export type InsertBody = z.output<typeof insertBody>
+
+/**
+ * Reads a `command/insert` body as `insertBody` would, without zod, when it is of the shape
+ * clients send: every key of the right JSON type (as Gson reads them) and in range. Returns
+ * undefined for anything else, and the caller parses it with `insertBody` for the issue to
+ * report: this decides nothing about errors, so their text stays the schema's. Why: zod
+ * allocates a result, an issue list and a context per field, about a quarter of what a request
+ * allocated (1.6 KB of 7.2 KB per insert and half an update, sampled).
+ */
+export function readInsertBody (value: unknown): InsertBody | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const body = value as Record<string, unknown>
+  const command = readText(body.command)
+  if (command === undefined || command === null || command.length < 1 || command.length > 128) return undefined
+  const sent = body.timestamp
+  let timestamp: number | null | undefined
+  if (sent === undefined || sent === null) {
+    timestamp = sent
+  } else {
+    timestamp = parseTimestamp(sent)
+    if (timestamp === undefined) return undefined
+  }
+  let lifetime = body.lifetime
+  if (typeof lifetime === 'string' && NUMERIC.test(lifetime)) lifetime = Number(lifetime)
+  if (lifetime !== undefined && lifetime !== null && !(Number.isSafeInteger(lifetime) && (lifetime as number) >= 1)) return undefined
+  const status = readText(body.status)
+  if (status === undefined && body.status !== undefined) return undefined
+  return { command, timestamp, parameters: body.parameters, lifetime: lifetime as number | null | undefined, status, result: body.result }
+}
+
+// A `text.nullish()` value: null and undefined as they are, a string, a finite number's decimal
+// text; undefined also for anything else (the caller tells the two apart).
+function readText (value: unknown): string | null | undefined {
+  if (typeof value === 'string' || value === null) return value
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value)
+  return undefined
+}
+
 /** `command/insert` (spec §4). */
 export interface CommandInsertMessage {
   action: 'command/insert'
@@ -61,6 +101,18 @@ export const updateBody = z.object({
   status: text.nullish(),
   result: json
 })
+
+/** The `command` object of `command/update` as `updateBody` reads it. */
+export type UpdateBody = z.output<typeof updateBody>
+
+/** Reads a `command/update` body as `updateBody` would, or undefined; see {@link readInsertBody}. */
+export function readUpdateBody (value: unknown): UpdateBody | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const body = value as Record<string, unknown>
+  const status = readText(body.status)
+  if (status === undefined && body.status !== undefined) return undefined
+  return { status, result: body.result }
+}
 
 /** `command/update` (spec §7). */
 export interface CommandUpdateMessage {

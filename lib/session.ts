@@ -132,8 +132,10 @@ export class SessionState {
     const afterReply: Array<() => void> = []
     const own = this.#host.dispatch(this, message, token, afterReply)
     // Replies leave in request order: a reply that is ready early waits for the one before.
+    // A plain `then` returning `own`, not an async function awaiting it: a promise and an await
+    // less per reply that queues (0.56 KB per command with 50 in flight, sampled).
     const previous = this.#lastReply
-    const reply = previous === undefined ? own : previous.then(async () => await own)
+    const reply = previous === undefined ? own : previous.then(() => own)
     this.#inFlight++
     this.#lastReply = reply
     void reply.then(() => {

@@ -39,13 +39,32 @@ function parseJson (text: string | null): Json {
   return text === null ? null : JSON.parse(text) as Json
 }
 
-/** Freezes a JSON value (no cycles) and everything inside it; returns it. */
+/**
+ * Freezes a JSON value (no cycles) and everything inside it; returns it. Walks with `for...in`
+ * and indexes rather than `Object.keys`: no array of keys per object (a JSON value's objects
+ * inherit no enumerable keys).
+ */
 export function deepFreeze<T> (value: T): T {
   if (value !== null && typeof value === 'object') {
     Object.freeze(value)
-    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) deepFreeze(value[i])
+    } else {
+      for (const key in value) deepFreeze(value[key])
+    }
   }
   return value
+}
+
+/**
+ * Deeply freezes a command from {@link toCommand}; returns it. Only `parameters` and `result`
+ * can hold objects, so only they are walked: the push path freezes one command per event.
+ */
+export function freezeCommand (command: Command): Command {
+  Object.freeze(command)
+  deepFreeze(command.parameters)
+  deepFreeze(command.result)
+  return command
 }
 
 /** `{action, requestId, status: "success", ...payload}`, in that key order. */

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { bool, deviceBody, deviceError, insertBody, insertError, int, malformed, parse, text, timestamp, updateBody } from '../lib/schema.js'
+import { bool, deviceBody, deviceError, insertBody, insertError, int, malformed, parse, readInsertBody, readUpdateBody, text, timestamp, updateBody } from '../lib/schema.js'
 
 const issuesOf = (schema: typeof insertBody | typeof deviceBody, value: unknown): Parameters<typeof insertError>[0] => {
   const result = schema.safeParse(value)
@@ -57,4 +57,52 @@ t.test('schema: text, int and bool read JSON types as Gson does', async (t) => {
   t.equal(bool.parse('false'), false)
   t.equal(bool.safeParse('yes').success, false)
   t.equal(bool.safeParse(1).success, false)
+})
+
+t.test('schema: readInsertBody reads what insertBody accepts, as it reads it, and leaves the rest to it', async (t) => {
+  const keys = ['command', 'timestamp', 'parameters', 'lifetime', 'status', 'result'] as const
+  const fields = (body: Record<string, unknown>): unknown[] => keys.map((key) => body[key])
+  const parameters = { deep: [1, { x: null }] }
+  const bodies: unknown[] = [
+    { command: 'on' },
+    { command: 'on', parameters, result: 'r', status: 'done', lifetime: 30, timestamp: '2026-01-01T10:00:00.5Z', extra: 1 },
+    { command: 42, status: 7, lifetime: '60', timestamp: 1_767_225_600_000 },
+    { command: 'on', status: null, lifetime: null, timestamp: null, parameters: null, result: null },
+    { command: 'x'.repeat(128) },
+    // What only insertBody may answer, with its issue.
+    null, 'on', [], [{ command: 'on' }], {}, { command: null }, { command: '' }, { command: 'x'.repeat(129) }, { command: {} },
+    { command: Number.NaN }, { command: 'on', timestamp: 'soon' }, { command: 'on', timestamp: {} },
+    { command: 'on', lifetime: 0 }, { command: 'on', lifetime: 2.5 }, { command: 'on', lifetime: 'x' }, { command: 'on', lifetime: '-1' },
+    { command: 'on', lifetime: 2 ** 53 }, { command: 'on', lifetime: true }, { command: 'on', status: {} }, { command: 'on', status: Infinity }
+  ]
+  for (const body of bodies) {
+    const read = readInsertBody(body)
+    const parsed = insertBody.safeParse(body)
+    if (read === undefined) {
+      t.equal(parsed.success, false, `left to zod: ${JSON.stringify(body)}`)
+    } else {
+      t.ok(parsed.success, `read: ${JSON.stringify(body)}`)
+      t.strictSame(fields(read), fields(parsed.data as Record<string, unknown>), `as zod reads it: ${JSON.stringify(body)}`)
+    }
+  }
+  const read = readInsertBody({ command: 'on', parameters }) as { parameters: unknown }
+  t.equal(read.parameters, parameters, 'the same value, not a copy: the broker serialises it')
+})
+
+t.test('schema: readUpdateBody reads what updateBody accepts, as it reads it, and leaves the rest to it', async (t) => {
+  const bodies: unknown[] = [
+    { status: 'done', result: { ok: true }, command: 'ignored' }, { status: 5 }, { status: null, result: null }, {},
+    null, 'done', [], { status: {} }, { status: Number.NaN }, { status: false }
+  ]
+  for (const body of bodies) {
+    const read = readUpdateBody(body)
+    const parsed = updateBody.safeParse(body)
+    if (read === undefined) {
+      t.equal(parsed.success, false, `left to zod: ${JSON.stringify(body)}`)
+    } else {
+      t.ok(parsed.success, `read: ${JSON.stringify(body)}`)
+      const data = parsed.data as Record<string, unknown>
+      t.strictSame([read.status, read.result], [data.status, data.result], `as zod reads it: ${JSON.stringify(body)}`)
+    }
+  }
 })

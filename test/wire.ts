@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { CommandRecord, DeviceRecord } from '../lib/store/store.js'
-import { deepFreeze, failure, frameFailure, success, toCommand, toDevice } from '../lib/wire.js'
+import { deepFreeze, failure, frameFailure, freezeCommand, success, toCommand, toDevice } from '../lib/wire.js'
 
 const COMMAND_KEYS = ['id', 'command', 'timestamp', 'lastUpdated', 'userId', 'deviceId', 'networkId', 'deviceTypeId', 'parameters', 'lifetime', 'status', 'result']
 const DEVICE_KEYS = ['id', 'name', 'data', 'networkId', 'deviceTypeId', 'isBlocked']
@@ -118,6 +118,16 @@ t.test('wire: deepFreeze freezes a whole command', async (t) => {
   t.ok(Object.isFrozen(command.parameters), 'parameters')
   t.ok(Object.isFrozen((command.parameters as { a: unknown[] }).a[1]), 'deep inside parameters')
   t.ok(Object.isFrozen(command.result), 'result')
+})
+
+t.test('wire: freezeCommand freezes a command as deepFreeze does', async (t) => {
+  const command = freezeCommand(toCommand(record()))
+  t.ok(Object.isFrozen(command))
+  t.ok(Object.isFrozen((command.parameters as { a: unknown[] }).a[1]), 'deep inside parameters')
+  t.ok(Object.isFrozen(command.result), 'result')
+  const bare = toCommand(record({ parameters: null, result: null }))
+  t.equal(freezeCommand(bare), bare, 'returns its argument')
+  t.ok(Object.isFrozen(bare), 'null parameters and result')
 })
 
 t.test('wire: deepFreeze returns primitives and null as they are', async (t) => {

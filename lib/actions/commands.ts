@@ -4,7 +4,7 @@ import { ProtocolError } from '../errors.js'
 import { InsertOp, UpdateOp } from '../group-commit.js'
 import { checkFilterList, checkText, serialiseJson } from '../limits.js'
 import { ACCESS_DENIED, COMMAND_REQUIRED, commandNotFound, validationFailed } from '../messages.js'
-import { insertBody, insertError, listFilters, malformed, parse, updateBody, type Command } from '../schema.js'
+import { insertBody, insertError, listFilters, malformed, parse, readInsertBody, readUpdateBody, updateBody, type Command } from '../schema.js'
 import type { PendingCount } from '../pending.js'
 import type { CommandPatch, CommandRecord, Cursor, DeviceRecord } from '../store/store.js'
 import { largestCommand, nextTurn, StepSize, STEP_EXAMINE } from '../turns.js'
@@ -48,7 +48,7 @@ function insertFor (request: Request, grant: Grant, device: DeviceRecord): Resul
     }
   }
   if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
-  const body = parse(insertBody, msg.command, (issues) => insertError(issues, maxLifetime))
+  const body = readInsertBody(msg.command) ?? parse(insertBody, msg.command, (issues) => insertError(issues, maxLifetime))
   const lifetime = body.lifetime ?? null
   if (lifetime !== null && lifetime > maxLifetime) throw insertError([], maxLifetime)
   const parameters = serialiseJson('parameters', body.parameters, core.options)
@@ -105,7 +105,7 @@ export function update (request: Request): Result | Promise<Result> {
 function updateFor (request: Request, commandId: number, device: DeviceRecord): Result {
   const { core, msg } = request
   if (msg.command === undefined || msg.command === null) throw new ProtocolError(400, COMMAND_REQUIRED)
-  const body = parse(updateBody, msg.command, malformed)
+  const body = readUpdateBody(msg.command) ?? parse(updateBody, msg.command, malformed)
   const patch: CommandPatch = {}
   if (body.status !== undefined && body.status !== null) patch.status = checkText('status', body.status, core.options)
   const result = serialiseJson('result', body.result, core.options)
