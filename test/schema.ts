@@ -1,4 +1,5 @@
 import t from 'tap'
+import fc from 'fast-check'
 import { bool, deviceBody, deviceError, insertBody, insertError, int, malformed, parse, readInsertBody, readUpdateBody, text, timestamp, updateBody } from '../lib/schema.js'
 
 const issuesOf = (schema: typeof insertBody | typeof deviceBody, value: unknown): Parameters<typeof insertError>[0] => {
@@ -105,4 +106,36 @@ t.test('schema: readUpdateBody reads what updateBody accepts, as it reads it, an
       t.strictSame([read.status, read.result], [data.status, data.result], `as zod reads it: ${JSON.stringify(body)}`)
     }
   }
+})
+
+// Whatever a client sends: each key drawn from values of every JSON type, the tricky ones
+// (numeric strings, timestamps, lengths at the bounds) made likely.
+const anyValue = fc.oneof(
+  fc.constantFrom(undefined, null, true, false, 'true', '', '0', '1', '-1', '60', ' 5', '1e3', '0x10', Number.NaN, Infinity, -0,
+    0, 1, 2.5, 2 ** 53, 'x'.repeat(128), 'x'.repeat(129), '2026-01-01T10:00:00.5Z', '2026-13-01T00:00:00Z'),
+  fc.string(), fc.integer(), fc.double(), fc.array(fc.integer(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 })
+)
+const anyBody = fc.oneof(
+  fc.record({ command: anyValue, timestamp: anyValue, parameters: anyValue, lifetime: anyValue, status: anyValue, result: anyValue }, { requiredKeys: [] }),
+  anyValue
+)
+
+t.test('schema: readInsertBody and readUpdateBody never read a body otherwise than zod (property)', async (t) => {
+  const keys = ['command', 'timestamp', 'parameters', 'lifetime', 'status', 'result'] as const
+  let read = 0
+  fc.assert(fc.property(anyBody, (body) => {
+    const insert = readInsertBody(body)
+    if (insert !== undefined) {
+      read++
+      const parsed = insertBody.safeParse(body)
+      if (!parsed.success) return false
+      const data = parsed.data as Record<string, unknown>
+      if (!keys.every((key) => Object.is((insert as Record<string, unknown>)[key], data[key]))) return false
+    }
+    const update = readUpdateBody(body)
+    if (update === undefined) return true
+    const parsed = updateBody.safeParse(body)
+    return parsed.success && Object.is(update.status, parsed.data.status) && Object.is(update.result, parsed.data.result)
+  }), { numRuns: 20_000 })
+  t.ok(read > 100, `the fast path was taken (${read} of 20,000)`)
 })
