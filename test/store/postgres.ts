@@ -334,6 +334,35 @@ if (fixture !== undefined) {
     t.strictSame(failed.map((result) => result.status), ['rejected', 'rejected'], 'every call of a failed read rejects')
   })
 
+  t.test('device reads asked for while one is under way are made by one statement once it is answered', async (t) => {
+    const pool = fixture.pool()
+    const store = open(fixture.schema(), pool)
+    await store.saveDevice(device({ id: 'dev' }))
+    await store.saveDevice(device({ id: 'two' }))
+    // The first device read waits at the pool until the second has been asked for: no
+    // dependence on how long a round trip takes.
+    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => { release = resolve })
+    let reads = 0
+    pool.query = (async (...args: unknown[]) => {
+      if (reads++ === 0) await gate
+      return await query(...args)
+    }) as unknown as typeof pool.query
+    t.teardown(() => { pool.query = query as unknown as typeof pool.query })
+    const first = store.getDevice('dev')
+    await until(() => reads === 1, 'the first read to reach the pool')
+    const second = [store.getDevice('two'), store.getDevice('none')]
+    await new Promise((resolve) => setImmediate(resolve))
+    t.equal(reads, 1, 'asked for while the first is under way: not read yet')
+    release()
+    t.equal((await first)?.id, 'dev')
+    const [two, none] = await Promise.all(second)
+    t.equal(two?.id, 'two')
+    t.equal(none, undefined)
+    t.equal(reads, 2, 'both answered by one more statement')
+  })
+
   t.test('close is idempotent, ends its own pool only, and every method fails after it', async (t) => {
     const own = postgresStore({ schema: fixture.schema() })
     await own.lastCommandId()
