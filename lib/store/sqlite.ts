@@ -221,13 +221,17 @@ export function pace (db: SqliteDatabase, walPages: number): void {
 const EXPIRED_PER_REPORT = 4096
 
 /**
- * Whether writes that can wait (expiry's deletes) should: the WAL is past WAL_SHORT, where the
- * checkpointer hurries, and holds frames it has not copied yet. Writing on would lengthen the
- * WAL towards WAL_LONG, where the writer checkpoints inline (hundreds of ms on a large file);
- * waiting lets the worker copy them and restart the WAL.
+ * Whether writes that can wait (expiry's deletes, a deleted device's commands) should, from the
+ * checkpointer's last two reports: the WAL is past WAL_SHORT, where the checkpointer hurries,
+ * and not yet ready to restart. It is ready once a pass found every frame copied and the WAL as
+ * long as the pass before it did (`lastWalPages`): no write came in between, so every frame
+ * now in the WAL is copied, and the next write restarts it. "All copied" alone says less: a
+ * pass reports the frames that were there when it began, and copies those; what the writer
+ * added meanwhile keeps the WAL from restarting. Writing on then lengthened the WAL to
+ * WAL_LONG, where commits checkpoint inline (50-200 ms measured in expiry of 1M commands).
  */
-export function behindOn (walPages: number, copiedPages: number): boolean {
-  return walPages > WAL_SHORT && copiedPages < walPages
+export function behindOn (walPages: number, copiedPages: number, lastWalPages: number): boolean {
+  return walPages > WAL_SHORT && (copiedPages < walPages || walPages !== lastWalPages)
 }
 
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.
@@ -392,6 +396,7 @@ class SqliteStoreImpl implements SqliteStore {
   readonly #checkpointer: Checkpointer | undefined
   // The checkpointer's last word, behindOn, and the commands expired since: see behind().
   #behind = false
+  #lastWal = 0
   #expiredSince = 0
   // Nests: a savepoint inside an open transaction.
   readonly #run: Transaction
@@ -514,7 +519,8 @@ class SqliteStoreImpl implements SqliteStore {
           checkpointInline(db)
         },
         onProgress: (walPages, copiedPages) => {
-          this.#behind = behindOn(walPages, copiedPages)
+          this.#behind = behindOn(walPages, copiedPages, this.#lastWal)
+          this.#lastWal = walPages
           this.#expiredSince = 0
           pace(db, walPages)
         }
@@ -578,10 +584,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   /**
-   * True while the WAL is past 16 MiB with frames the background checkpointer has not copied
-   * yet: the broker's expiry then waits (a tick at a time) instead of lengthening the WAL
-   * towards the 64 MiB at which a commit would checkpoint inline. Always false without a
-   * background checkpointer.
+   * True while the WAL is past 16 MiB and the background checkpointer has not yet found it all
+   * copied twice in a row (see behindOn): the broker's expiry and device deletions then wait
+   * (a tick at a time) instead of lengthening the WAL towards the 64 MiB at which a commit
+   * would checkpoint inline. Always false without a background checkpointer.
    */
   behind (): boolean {
     return this.#behind || (this.#checkpointer !== undefined && this.#expiredSince >= EXPIRED_PER_REPORT)
