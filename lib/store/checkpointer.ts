@@ -144,10 +144,11 @@ parentPort.once('message', () => {
  * Checkpoints a WAL-mode SQLite file from a worker thread, every `interval`
  * ms, with its own connection. The writing connection turns its own
  * autocheckpoint off, so checkpoint fsyncs and page copies never stall the
- * event loop that answers requests. A pass that finds the WAL all copied and no
- * longer than at the pass before (an idle writer) truncates it to zero bytes,
- * once, so that an idle hub keeps no WAL on disk; like the restart under a busy
- * writer, only if the writer lock is free that instant. Once its connection is open, the worker is
+ * event loop that answers requests. Once {@link IDLE_PASSES} passes in a row
+ * (some 1 s) find the WAL all copied and no longer than the pass before (an idle
+ * writer), it is truncated to zero bytes, once, so that an idle hub keeps no WAL
+ * on disk; like the restart under a busy writer (see {@link nextStep}), only if
+ * the writer lock is free that instant. Once its connection is open, the worker is
  * `unref()`'d: a checkpointer that is never closed does not keep the process
  * alive (the process may then end with a WAL left to fold in, which SQLite does
  * at the next open).
