@@ -4,10 +4,10 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
 import { startCheckpointer } from '../lib/store/checkpointer.js'
-import { JOURNAL_SIZE_LIMIT, pace } from '../lib/store/sqlite.js'
+import { CACHE_BYTES, JOURNAL_SIZE_LIMIT, pace } from '../lib/store/sqlite.js'
 import { manualClock, sqliteStore, type ManualClock } from '../lib/index.js'
 
 /**
@@ -183,6 +183,8 @@ export interface Blocks {
   /** Time the thread waited for a CPU over the whole run, ms. */
   waited: number
   turns: number
+  /** Garbage collection inside the longest turn, ms (V8's pauses, as perf_hooks reports them). */
+  gc: number
 }
 
 /**
@@ -193,6 +195,10 @@ export interface Blocks {
 export function probeTurns (): { stop: () => Blocks } {
   const histogram = monitorEventLoopDelay({ resolution: 1 })
   let longest = 0
+  let longestFrom = 0
+  const pauses: PerformanceEntry[] = []
+  const observer = new PerformanceObserver((list) => { pauses.push(...list.getEntries()) })
+  observer.observe({ entryTypes: ['gc'] })
   let wall = 0
   let turns = 0
   let probing = true
@@ -204,7 +210,10 @@ export function probeTurns (): { stop: () => Blocks } {
     const waited = runQueueWait()
     const gap = now - last
     wall = Math.max(wall, gap)
-    longest = Math.max(longest, gap - (waited - lastWait))
+    if (gap - (waited - lastWait) > longest) {
+      longest = gap - (waited - lastWait)
+      longestFrom = last
+    }
     last = performance.now()
     lastWait = waited
   }
@@ -220,7 +229,14 @@ export function probeTurns (): { stop: () => Blocks } {
       turn()
       probing = false
       histogram.disable()
-      return { longest, wall, delayMax: histogram.max / 1e6, waited: runQueueWait() - startWait, turns }
+      pauses.push(...observer.takeRecords())
+      observer.disconnect()
+      // The part of the longest turn V8 spent collecting garbage.
+      let gc = 0
+      for (const pause of pauses) {
+        gc += Math.max(0, Math.min(pause.startTime + pause.duration, longestFrom + longest) - Math.max(pause.startTime, longestFrom))
+      }
+      return { longest, wall, delayMax: histogram.max / 1e6, waited: runQueueWait() - startWait, turns, gc }
     }
   }
 }
@@ -248,6 +264,7 @@ export async function rawSqlite (path: string): Promise<RawSqlite> {
   db.pragma('synchronous = NORMAL')
   db.pragma('wal_autocheckpoint = 0')
   db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`)
+  db.pragma(`cache_size = ${-CACHE_BYTES / 1024}`)
   const checkpointer = startCheckpointer(path, { synchronous: 'normal', onFailure: (err) => { throw err }, onProgress: pace.bind(null, db) })
   const insert = db.prepare(`INSERT INTO commands (id, device_id, command, timestamp, last_updated, user_id, network_id,
     device_type_id, parameters, lifetime, status, result, expires_at, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)

@@ -113,7 +113,7 @@ async function recoverAll (open: () => SyncStore, reopen: ((store: SyncStore) =>
   return { ...blocks, rate: N / elapsed }
 }
 
-const describe = (b: Blocks): string => `longest turn ${b.longest.toFixed(1)} ms (wall ${b.wall.toFixed(1)}, eld ${b.delayMax.toFixed(1)}), ${b.waited.toFixed(0)} ms waiting for a CPU, ${b.turns} turns`
+const describe = (b: Blocks): string => `longest turn ${b.longest.toFixed(1)} ms (of it GC ${b.gc.toFixed(1)}; wall ${b.wall.toFixed(1)}, eld ${b.delayMax.toFixed(1)}), ${b.waited.toFixed(0)} ms waiting for a CPU, ${b.turns} turns`
 
 const memory = await fill(memoryStore())
 scenario.figure('broker on the memory store, heap per pending command', memory.heap, 'B')

@@ -1,4 +1,4 @@
-// `npm run soak [-- --minutes N] [-- --fraction F | --rate R] [-- --update-every K] [-- --checkpoint inline]`
+// `npm run soak [-- --minutes N] [-- --fraction F | --rate R] [-- --update-every K] [-- --checkpoint inline] [-- --cache-mib M]`
 // (not in CI): N minutes (default 5) of inserts, updates and expiries at F (default 0.5) of the
 // measured maximum insert rate, or at R inserts/s (the steady rate bench/steady.ts found, to hold
 // it for 10 minutes: `--minutes 10 --rate R`), on SQLite with the real clock. One command in K
@@ -6,6 +6,7 @@
 // RSS, file, WAL, pending and expiry lag every 30 s and fails if, once the load has reached its
 // steady state (after 90 s: the longest lifetime plus a margin), the heap, the file or the pending
 // set keep growing, the WAL passes 128 MiB, or expiry falls behind (its lag past 1 s).
+// `--cache-mib M` sets the store's page cache (cacheBytes) to M MiB instead of its default.
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -21,11 +22,13 @@ const FRACTION = Number(arg('fraction', '0.5'))
 const RATE = Number(arg('rate', '0'))
 const UPDATE_EVERY = Number(arg('update-every', '2'))
 const CHECKPOINT = arg('checkpoint', 'background')
+const CACHE_MIB = arg('cache-mib', '')
 check(MINUTES > 0, '--minutes must be a positive number')
 check(FRACTION > 0 && FRACTION <= 1, '--fraction must be in (0, 1]')
 check(RATE >= 0, '--rate must be a positive number of inserts/s')
 check(Number.isSafeInteger(UPDATE_EVERY) && UPDATE_EVERY >= 1, '--update-every must be a positive integer')
 check(CHECKPOINT === 'background' || CHECKPOINT === 'inline', '--checkpoint must be background or inline')
+check(CACHE_MIB === '' || Number.isSafeInteger(Number(CACHE_MIB)), '--cache-mib must be a whole number of MiB')
 const DEVICES = 1000
 // Lifetimes 10..60 s: commands expire all along, and the pending set stops growing after 60 s.
 const lifetime = (i: number): number => 10 + (i % 51)
@@ -34,7 +37,11 @@ const WARM_UP_MS = 90_000
 const token = signToken({ u: 1, a: [0], n: ['*'], dt: ['*'], e: Date.now() + 86_400_000 }, { secret: SECRET })
 const path = join(tempDir(), 'soak.db')
 const bytes = (file: string): number => statSync(file, { throwIfNoEntry: false })?.size ?? 0
-const store = sqliteStore(path, { synchronous: 'normal', checkpoint: CHECKPOINT as 'background' | 'inline' })
+const store = sqliteStore(path, {
+  synchronous: 'normal',
+  checkpoint: CHECKPOINT as 'background' | 'inline',
+  ...(CACHE_MIB === '' ? {} : { cacheBytes: Number(CACHE_MIB) * 2 ** 20 })
+})
 const broker = createBroker(store, { secret: SECRET })
 broker.on('error', (err) => { console.error(`soak: ${err.code}: ${err.message}`); process.exitCode = 1 })
 let expired = 0
@@ -77,7 +84,7 @@ const probe = 20_000
 const maxRate = probe / await seconds(() => pool(probe, 1000, async () => { await insert(sent++) }))
 const rate = RATE > 0 ? RATE : maxRate * FRACTION
 console.log(`soak: maximum ${Math.round(maxRate)} inserts/s; running ${MINUTES} min at ${Math.round(rate)}/s (${(rate / maxRate).toFixed(2)} of it), ` +
-  `one in ${UPDATE_EVERY} updated, checkpoints ${CHECKPOINT}`)
+  `one in ${UPDATE_EVERY} updated, checkpoints ${CHECKPOINT}, page cache ${CACHE_MIB === '' ? 'default' : `${CACHE_MIB} MiB`}`)
 
 interface Sample { at: number, heap: number, rss: number, file: number, wal: number, pending: number, lag: number }
 const samples: Sample[] = []

@@ -2,7 +2,7 @@ import type { Core } from './core.js'
 import { deferred } from './group-commit.js'
 import type { Awaitable, CommandRecord, DeviceRecord, ExpiringPage, SharedSpace } from './store/store.js'
 import { TimerWheel } from './timer-wheel.js'
-import { Pacer, stopwatch } from './turns.js'
+import { held, Pacer, stopwatch } from './turns.js'
 
 /** What `broker.ready` resolves to once start-up recovery is done. */
 export interface RecoveryReport {
@@ -106,14 +106,7 @@ export class Expiry {
 
   // Whether the store asks writes that can wait to wait (see Store.behind). A store that cannot
   // say is reported, and expiry goes on.
-  readonly #held = (): boolean => {
-    try {
-      return this.#core.store.behind?.() === true
-    } catch (err) {
-      this.#core.fail('ERR_STORE', 'asking the store whether it is behind failed; expiring anyway', err)
-      return false
-    }
-  }
+  readonly #held = (): boolean => held(this.#core, 'expiring anyway')
 
   // Expires the commands among `ids` that are due, and reports those never updated.
   // Resolves to how many left the store.

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { Clock } from './clock.js'
+import type { Core } from './core.js'
 import type { CommandRecord } from './store/store.js'
 
 /**
@@ -8,6 +9,36 @@ import type { CommandRecord } from './store/store.js'
  */
 export function nextTurn (): Promise<void> {
   return new Promise((resolve) => { setImmediate(resolve) })
+}
+
+/**
+ * Whether the store asks writes that can wait to wait (`Store.behind`: SQLite's WAL is ahead of
+ * its background checkpointer). A store that fails to say is reported (`ERR_STORE`, with
+ * `goingOn`: what the caller does instead), and the work goes on.
+ */
+export function held (core: Pick<Core, 'store' | 'fail'>, goingOn: string): boolean {
+  try {
+    return core.store.behind?.() === true
+  } catch (err) {
+    core.fail('ERR_STORE', `asking the store whether it is behind failed; ${goingOn}`, err)
+    return false
+  }
+}
+
+/**
+ * Resolves a tick (`options.tick`) later on the broker's clock, or at once when the broker
+ * closes: work that waits for the store while `held` does not hold up close().
+ */
+export function nextTick (core: Pick<Core, 'clock' | 'options' | 'closers'>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      core.closers.delete(done)
+      core.clock.clearTimeout(timer)
+      resolve()
+    }
+    const timer = core.clock.setTimeout(done, core.options.tick)
+    core.closers.add(done)
+  })
 }
 
 /**

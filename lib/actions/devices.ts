@@ -5,7 +5,7 @@ import { serialiseJson } from '../limits.js'
 import { ACCESS_DENIED, DEVICE_ID_INVALID, DEVICE_NAME_INVALID, DEVICE_REQUIRED } from '../messages.js'
 import { deviceBody, deviceError, parse, type DeviceBody } from '../schema.js'
 import type { DeviceRecord } from '../store/store.js'
-import { DELETE_STEP, nextTurn } from '../turns.js'
+import { DELETE_STEP, held, nextTick, nextTurn } from '../turns.js'
 import { toDevice } from '../wire.js'
 import { again, type Request, type Result } from './request.js'
 
@@ -74,7 +74,7 @@ export function get (request: Request): Result | Promise<Result> {
 /**
  * `device/delete` (permission 6): the device goes at once, and with it every subscription
  * made for it; its commands, invisible from then on, are deleted in bounded steps, a turn
- * each, before the reply.
+ * each (and a tick at a time while the store is behind, see `Store.behind`), before the reply.
  */
 export async function remove (request: Request): Promise<Result> {
   const { core } = request
@@ -113,12 +113,16 @@ function purge (request: Request, deviceId: string): Promise<void> {
   return deletion
 }
 
+// Between steps, while the store says it is behind (Store.behind), it waits a tick at a time,
+// as expiry does: a step that lengthened SQLite's WAL past what its checkpointer keeps up with
+// met the checkpointer's restart of it, or a checkpoint inline, and blocked 35 ms.
 async function deleteAll (request: Request, deviceId: string): Promise<void> {
   const { core } = request
   for (;;) {
     const step = core.store.deleteCommands(deviceId, DELETE_STEP)
     if ((step instanceof Promise ? await step : step) < DELETE_STEP) return
     await nextTurn()
+    while (!core.closed && held(core, 'deleting anyway')) await nextTick(core)
     if (core.closed) return
   }
 }

@@ -30,6 +30,59 @@ export interface Checkpointer {
   close: () => Promise<void>
 }
 
+/**
+ * Passes in a row that must find the WAL all copied and no longer than the pass before (no
+ * write in between) before the worker truncates it: some 1 s at the default interval. One
+ * pass was too few: expiry pauses a tick (100 ms) while the store is behind, the worker took
+ * that for an idle hub, and its TRUNCATE (an ftruncate and fsyncs, 6-58 ms measured) held
+ * the writer lock just as expiry wrote again.
+ */
+export const IDLE_PASSES = 10
+
+/**
+ * The most frames a hurried pass may have copied, beyond those the pass before it had, for
+ * the worker to follow it with a RESTART. A RESTART holds the writer lock while it copies
+ * what was written since that pass began and fsyncs the WAL and the file; after a long pass
+ * that was much (8-61 ms measured, on 1M expiries), and the writer, waiting in SQLite's busy
+ * handler (sleeps of 1, 2, 5, 10, 15, 20, 25 ms...), lost up to 230 ms in one BEGIN. A short
+ * pass says the worker has caught up with the writer, and the RESTART finds little to copy.
+ */
+export const QUIET_PAGES = 256
+
+/** What the worker remembers between passes (see {@link nextStep}). */
+export interface PassState {
+  /** Frames copied, as the last pass reported. */
+  copied: number
+  /** The WAL's length in frames, as the last pass reported. */
+  length: number
+  /** Passes in a row that found the WAL all copied and unchanged. */
+  idle: number
+}
+
+/**
+ * Decides, after a passive checkpoint that found `log` frames and `checkpointed` of them
+ * copied, whether the worker takes the writer lock (if free) to restart the WAL (`'RESTART'`:
+ * a hurried pass, all copied, little copied since the last) or to cut an idle one to nothing
+ * (`'TRUNCATE'`: {@link IDLE_PASSES} passes without a write), and whether the next pass comes
+ * at once (`hurry`: past `hurryPages` and still copying). Counts `state.idle`; the caller
+ * stores what the pass (or the exclusive checkpoint after it) reported in `state.copied` and
+ * `state.length`. Plain JavaScript once compiled: the worker runs its source.
+ */
+export function nextStep (state: PassState, log: number, checkpointed: number, hurryPages: number): { mode: 'RESTART' | 'TRUNCATE' | undefined, hurry: boolean } {
+  // The counts start again when the WAL does: it is then shorter than it was.
+  const since = log < state.length ? checkpointed : checkpointed - state.copied
+  const hurry = since !== 0 && log > hurryPages
+  state.idle = log > 0 && log === state.length && checkpointed === log ? state.idle + 1 : 0
+  let mode: 'RESTART' | 'TRUNCATE' | undefined
+  // All copied, yet a writer that never pauses never restarts the WAL (it restarts it only when
+  // a transaction begins with every frame copied): restart it here, once caught up.
+  if (hurry && checkpointed === log && since <= QUIET_PAGES) mode = 'RESTART'
+  // Idle: cut the WAL to nothing, once (the next pass finds it empty), rather than leave up to
+  // the journal size limit on disk until the next write restarts it.
+  else if (state.idle >= IDLE_PASSES) mode = 'TRUNCATE'
+  return { mode, hurry }
+}
+
 // The worker, as CommonJS source: evaluated with `eval: true`, it needs no file of its own
 // (so it runs the same from lib/*.ts under a loader and from dist/*.js).
 const SOURCE = `
@@ -38,8 +91,10 @@ const Database = require(workerData.module)
 const db = new Database(workerData.file, { timeout: 5000 })
 db.pragma('synchronous = ' + workerData.synchronous)
 parentPort.postMessage('ready')
-let copied = 0
-let length = 0
+const QUIET_PAGES = ${QUIET_PAGES}
+const IDLE_PASSES = ${IDLE_PASSES}
+const state = { copied: 0, length: 0, idle: 0 }
+const nextStep = ${nextStep.toString()}
 // A checkpoint that takes the writer lock: only if it is free this instant (no wait), so that
 // it never holds up the writer for long.
 const exclusive = (mode) => {
@@ -52,24 +107,12 @@ const exclusive = (mode) => {
 }
 const checkpoint = () => {
   let [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
-  // The counts start again when the WAL does.
-  const fresh = checkpointed !== copied
-  const hurry = fresh && log > workerData.hurryPages
-  if (hurry && checkpointed === log) {
-    // All copied, yet a writer that never pauses never restarts the WAL: restart it here,
-    // which costs the writer little, as there is next to nothing left to copy. Else the WAL
-    // grows until the writer checkpoints inline.
-    ({ log, checkpointed } = exclusive('RESTART'))
-  } else if (log > 0 && log === length && checkpointed === log) {
-    // All copied and nothing written since the last pass: the hub is idle. Cut the WAL to
-    // nothing, once (the next pass finds it empty), rather than leave up to the journal size
-    // limit on disk until the next write restarts it.
-    ({ log, checkpointed } = exclusive('TRUNCATE'))
-  }
-  copied = checkpointed
-  length = log
+  const step = nextStep(state, log, checkpointed, workerData.hurryPages)
+  if (step.mode !== undefined) ({ log, checkpointed } = exclusive(step.mode))
+  state.copied = checkpointed
+  state.length = log
   parentPort.postMessage([log, checkpointed])
-  return hurry
+  return step.hurry
 }
 // A long WAL that is still being written: checkpoints back to back, so that what is left to
 // copy stays small for the writer, which checkpoints inline once the WAL is too long.
@@ -101,10 +144,11 @@ parentPort.once('message', () => {
  * Checkpoints a WAL-mode SQLite file from a worker thread, every `interval`
  * ms, with its own connection. The writing connection turns its own
  * autocheckpoint off, so checkpoint fsyncs and page copies never stall the
- * event loop that answers requests. A pass that finds the WAL all copied and no
- * longer than at the pass before (an idle writer) truncates it to zero bytes,
- * once, so that an idle hub keeps no WAL on disk; like the restart under a busy
- * writer, only if the writer lock is free that instant. Once its connection is open, the worker is
+ * event loop that answers requests. Once {@link IDLE_PASSES} passes in a row
+ * (some 1 s) find the WAL all copied and no longer than the pass before (an idle
+ * writer), it is truncated to zero bytes, once, so that an idle hub keeps no WAL
+ * on disk; like the restart under a busy writer (see {@link nextStep}), only if
+ * the writer lock is free that instant. Once its connection is open, the worker is
  * `unref()`'d: a checkpointer that is never closed does not keep the process
  * alive (the process may then end with a WAL left to fold in, which SQLite does
  * at the next open).

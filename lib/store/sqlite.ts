@@ -70,6 +70,15 @@ export interface SqliteStoreOptions {
    * file behind its back is served as it was while it stays cached.
    */
   deviceCacheBytes?: number
+  /**
+   * Most memory, in bytes, for SQLite's page cache of the store's connection (`PRAGMA
+   * cache_size`, in whole KiB). Default 64 MiB (`67108864`); better-sqlite3's own is 16,000
+   * KiB, which on a file of millions of commands misses on most of expiry's deletes (their
+   * rows and index pages sit all over the file), each a read from disk in the event loop's
+   * turn. Pages are kept as they are read, up to this. `0` (or under 1024) keeps
+   * better-sqlite3's default. Ignored for a `Database` passed in: its owner decides.
+   */
+  cacheBytes?: number
 }
 
 /** The schema version this library writes (`PRAGMA user_version`). */
@@ -91,6 +100,8 @@ export interface SqliteDatabase {
 }
 
 const DEVICE_CACHE_BYTES = 8 * 1024 * 1024
+// SQLite's page cache of the store's connection, bytes: see SqliteStoreOptions.cacheBytes.
+export const CACHE_BYTES = 64 * 1024 * 1024
 // The WAL's size on disk after it restarts, bytes (SQLite's default keeps it at its largest).
 export const JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 // PRAGMA auto_vacuum's value for INCREMENTAL.
@@ -147,7 +158,7 @@ export function sqliteStore (pathOrDatabase: string | SqliteDatabase, options: S
   if (typeof pathOrDatabase !== 'string' && !(pathOrDatabase instanceof Sqlite)) {
     throw new TypeError(`sqliteStore: expected a file path or a better-sqlite3 Database, received ${describe(pathOrDatabase)}`)
   }
-  const { synchronous = 'full', checkpoint = 'background', deviceCacheBytes = DEVICE_CACHE_BYTES } = options
+  const { synchronous = 'full', checkpoint = 'background', deviceCacheBytes = DEVICE_CACHE_BYTES, cacheBytes = CACHE_BYTES } = options
   if (synchronous !== 'full' && synchronous !== 'normal') {
     throw new RangeError(`sqliteStore: options.synchronous must be 'full' or 'normal', received ${describe(synchronous)}`)
   }
@@ -159,6 +170,12 @@ export function sqliteStore (pathOrDatabase: string | SqliteDatabase, options: S
   }
   if (!Number.isSafeInteger(deviceCacheBytes) || deviceCacheBytes < 0) {
     throw new RangeError(`sqliteStore: options.deviceCacheBytes must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, received ${describe(deviceCacheBytes)}`)
+  }
+  if (typeof cacheBytes !== 'number') {
+    throw new TypeError(`sqliteStore: options.cacheBytes must be an integer, received ${describe(cacheBytes)}`)
+  }
+  if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 0) {
+    throw new RangeError(`sqliteStore: options.cacheBytes must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, received ${describe(cacheBytes)}`)
   }
   const owned = typeof pathOrDatabase === 'string'
   const db = owned ? new Sqlite(pathOrDatabase) : pathOrDatabase
@@ -180,13 +197,16 @@ export function sqliteStore (pathOrDatabase: string | SqliteDatabase, options: S
       // A WAL that grew under load is cut back to this size when it restarts, in either
       // checkpoint mode (else it keeps its largest size on disk for as long as the store runs).
       db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`)
+      // Negative: a size in KiB, not in pages. Under 1 KiB keeps better-sqlite3's default, as 0 does.
+      if (cacheBytes >= 1024) db.pragma(`cache_size = ${-Math.floor(cacheBytes / 1024)}`)
     }
     migrate(db)
     const background = owned && file !== '' && checkpoint === 'background'
     if (background) db.pragma('wal_autocheckpoint = 0')
     const reclaim = owned && file !== '' && db.pragma('auto_vacuum', { simple: true }) === INCREMENTAL
     // The store starts its checkpointer last, once nothing else can throw.
-    return new SqliteStoreImpl(db, { owned, file, lock, deviceCacheBytes, checkpoint: background ? synchronous : undefined, reclaim })
+    const relax = owned && file !== '' && synchronous === 'full'
+    return new SqliteStoreImpl(db, { owned, file, lock, deviceCacheBytes, checkpoint: background ? synchronous : undefined, reclaim, relax })
   } catch (err) {
     if (owned) db.close()
     lock?.release()
@@ -221,13 +241,17 @@ export function pace (db: SqliteDatabase, walPages: number): void {
 const EXPIRED_PER_REPORT = 4096
 
 /**
- * Whether writes that can wait (expiry's deletes) should: the WAL is past WAL_SHORT, where the
- * checkpointer hurries, and holds frames it has not copied yet. Writing on would lengthen the
- * WAL towards WAL_LONG, where the writer checkpoints inline (hundreds of ms on a large file);
- * waiting lets the worker copy them and restart the WAL.
+ * Whether writes that can wait (expiry's deletes, a deleted device's commands) should, from the
+ * checkpointer's last two reports: the WAL is past WAL_SHORT, where the checkpointer hurries,
+ * and not yet ready to restart. It is ready once a pass found every frame copied and the WAL as
+ * long as the pass before it did (`lastWalPages`): no write came in between, so every frame
+ * now in the WAL is copied, and the next write restarts it. "All copied" alone says less: a
+ * pass reports the frames that were there when it began, and copies those; what the writer
+ * added meanwhile keeps the WAL from restarting. Writing on then lengthened the WAL to
+ * WAL_LONG, where commits checkpoint inline (50-200 ms measured in expiry of 1M commands).
  */
-export function behindOn (walPages: number, copiedPages: number): boolean {
-  return walPages > WAL_SHORT && copiedPages < walPages
+export function behindOn (walPages: number, copiedPages: number, lastWalPages: number): boolean {
+  return walPages > WAL_SHORT && (copiedPages < walPages || walPages !== lastWalPages)
 }
 
 // Each entry upgrades the schema from version i to i + 1, inside one transaction.
@@ -381,6 +405,8 @@ interface Config {
   checkpoint: 'full' | 'normal' | undefined
   /** Give free pages back to the OS (a file the store opened, in auto_vacuum INCREMENTAL). */
   reclaim: boolean
+  /** Commit deletions that can be redone without an fsync (a file the store opened with synchronous 'full'). */
+  relax: boolean
 }
 
 class SqliteStoreImpl implements SqliteStore {
@@ -392,6 +418,7 @@ class SqliteStoreImpl implements SqliteStore {
   readonly #checkpointer: Checkpointer | undefined
   // The checkpointer's last word, behindOn, and the commands expired since: see behind().
   #behind = false
+  #lastWal = 0
   #expiredSince = 0
   // Nests: a savepoint inside an open transaction.
   readonly #run: Transaction
@@ -425,6 +452,9 @@ class SqliteStoreImpl implements SqliteStore {
   // timer while the freelist is over its share.
   readonly #pages: { free: Statement<number>, total: Statement<number> } | undefined
   #reclaiming: NodeJS.Timeout | undefined
+  // synchronous NORMAL and back to FULL, around deletions that need no fsync (see #unsynced);
+  // undefined: the store is not 'full', or not its own.
+  readonly #relax: { normal: Statement, full: Statement } | undefined
   #lastId: number
   #closed = false
 
@@ -496,6 +526,7 @@ class SqliteStoreImpl implements SqliteStore {
     this.#pages = config.reclaim
       ? { free: db.prepare('PRAGMA freelist_count').pluck() as Statement<number>, total: db.prepare('PRAGMA page_count').pluck() as Statement<number> }
       : undefined
+    this.#relax = config.relax ? { normal: db.prepare('PRAGMA synchronous = NORMAL'), full: db.prepare('PRAGMA synchronous = FULL') } : undefined
     const kept = db.prepare("SELECT value FROM meta WHERE key = 'last_command_id'").pluck().get() as number
     const highest = (db.prepare('SELECT max(id) FROM commands').pluck().get() as number | null) ?? 0
     this.#lastId = Math.max(kept, highest)
@@ -514,7 +545,8 @@ class SqliteStoreImpl implements SqliteStore {
           checkpointInline(db)
         },
         onProgress: (walPages, copiedPages) => {
-          this.#behind = behindOn(walPages, copiedPages)
+          this.#behind = behindOn(walPages, copiedPages, this.#lastWal)
+          this.#lastWal = walPages
           this.#expiredSince = 0
           pace(db, walPages)
         }
@@ -550,7 +582,7 @@ class SqliteStoreImpl implements SqliteStore {
 
   deleteCommands (deviceId: string, limit: number): number {
     this.#open()
-    const deleted = this.#write(() => {
+    const deleted = this.#unsynced(() => {
       const deleted = this.#deleteCommands.run(deviceId, limit).changes
       if (deleted > 0) this.#keepLastId.run(this.#lastId)
       return deleted
@@ -578,10 +610,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   /**
-   * True while the WAL is past 16 MiB with frames the background checkpointer has not copied
-   * yet: the broker's expiry then waits (a tick at a time) instead of lengthening the WAL
-   * towards the 64 MiB at which a commit would checkpoint inline. Always false without a
-   * background checkpointer.
+   * True while the WAL is past 16 MiB and the background checkpointer has not yet found it all
+   * copied twice in a row (see behindOn): the broker's expiry and device deletions then wait
+   * (a tick at a time) instead of lengthening the WAL towards the 64 MiB at which a commit
+   * would checkpoint inline. Always false without a background checkpointer.
    */
   behind (): boolean {
     return this.#behind || (this.#checkpointer !== undefined && this.#expiredSince >= EXPIRED_PER_REPORT)
@@ -592,7 +624,7 @@ class SqliteStoreImpl implements SqliteStore {
     // In id order: ids inserted together sit together in the table and its time index, so each
     // delete finds its pages where the last one left them (the wheel hands them out by due time).
     const sorted = ids.slice().sort(byNumber)
-    const removed = this.#write(() => {
+    const removed = this.#unsynced(() => {
       const removed: CommandRecord[] = []
       for (const id of sorted) {
         const row = this.#expire.get(id, now)
@@ -773,6 +805,24 @@ class SqliteStoreImpl implements SqliteStore {
   // transaction, never one per row.
   #write<T>(fn: () => T): T {
     return (this.#db.inTransaction ? this.#run : this.#commit).immediate(fn) as T
+  }
+
+  // A write whose loss to a power cut costs nothing but doing it again: expiry's deletes (a
+  // command expired but not yet durably deleted is found due again by start-up recovery, and
+  // reads hide it meanwhile) and a deleted device's commands (invisible once the device is
+  // gone; what a crash leaves is deleted before a device of the id is saved again). Under
+  // synchronous 'full' it commits with NORMAL, without an fsync of its own: the WAL is written
+  // in order, so the next 'full' commit, or a checkpoint, makes it durable too. The price: an
+  // expiry lost to a power cut is reported a second time after the restart.
+  #unsynced<T>(fn: () => T): T {
+    const relax = this.#relax
+    if (relax === undefined || this.#db.inTransaction) return this.#write(fn)
+    relax.normal.run()
+    try {
+      return this.#write(fn)
+    } finally {
+      relax.full.run()
+    }
   }
 
   // Called in #commit after the writes: throwing there rolls them back, so nothing is

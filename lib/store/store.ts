@@ -90,9 +90,10 @@ export interface Store {
    * Optional, answered at once: whether writes that can wait should, because the store is
    * behind on upkeep that the next write would otherwise do in the caller's turn (SQLite: a
    * WAL longer than its background checkpointer has folded back, which a writer past the
-   * limit checkpoints inline, for hundreds of ms). The broker's expiry waits a tick at a time
-   * while it says so; requests never wait for it. Footgun: a store that says so for good
-   * stops expiry (reads still hide what is due).
+   * limit checkpoints inline, for hundreds of ms). The broker's expiry, and the deletion of a
+   * deleted device's commands, wait a tick at a time while it says so (`device/delete`'s reply
+   * waits with it); other requests never wait for it. Footgun: a store that says so for good
+   * stops expiry and device deletions (reads still hide what is due or deleted).
    */
   behind?: (() => boolean) | undefined
 

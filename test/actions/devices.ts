@@ -145,3 +145,69 @@ t.test('devices: on a store that answers later, save, get and delete work, and a
   t.equal((await broker.handle({ action: 'device/delete', deviceId: 'ghost' }, admin)).status, 'success')
   t.equal(store.inner.getDevice('ghost'), undefined)
 })
+
+t.test('devices: device/delete waits a tick at a time between steps while the store is behind, then goes on', async (t) => {
+  const inner = memoryStore()
+  let behind = false
+  let asked = 0
+  const steps: number[] = []
+  const store: Store = {
+    ...overridable(inner),
+    behind: () => { asked++; return behind },
+    deleteCommands: (...args) => { const n = inner.deleteCommands(...args); steps.push(n); behind = true; return n }
+  }
+  const { broker, admin, device, clock } = setup(t, {}, store)
+  await device('lamp-1')
+  fill(inner, 'lamp-1', 2 * DELETE_STEP + 10)
+  steps.length = 0
+  let reply: Reply | undefined
+  void broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin).then((r) => { reply = r })
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.same(steps, [DELETE_STEP], 'one step, then the store was behind: the next waits')
+  t.equal(reply, undefined, 'and so does the reply')
+  const before = asked
+  clock.advance(100)
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.ok(asked > before, 'it asks again a tick later')
+  t.same(steps, [DELETE_STEP], 'still behind: still waiting')
+  behind = false
+  clock.advance(100)
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.same(steps, [DELETE_STEP, DELETE_STEP], 'caught up: the next step')
+  behind = false
+  clock.advance(100)
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.same(steps, [DELETE_STEP, DELETE_STEP, 10], 'and the last')
+  t.equal(reply?.status, 'success', 'then the reply')
+  t.equal(inner.deleteCommands('lamp-1', 10), 0, 'every command is gone')
+})
+
+t.test('devices: close() ends a deletion waiting for a store that is behind', async (t) => {
+  const inner = memoryStore()
+  let steps = 0
+  const store: Store = { ...overridable(inner), behind: () => true, deleteCommands: (...args) => { steps++; return inner.deleteCommands(...args) } }
+  const { broker, admin, device, clock } = setup(t, {}, store)
+  await device('lamp-1')
+  fill(inner, 'lamp-1', 2 * DELETE_STEP)
+  steps = 0
+  const deleted = broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)
+  for (let i = 0; i < 5; i++) await new Promise(setImmediate)
+  t.equal(clock.pending > 0, true, 'waiting on a tick')
+  await broker.close()
+  t.equal((await deleted).status, 'success', 'the device was deleted; the rest of its commands stay invisible')
+  t.equal(steps, 1, 'one step was done')
+  t.equal(clock.pending, 0, 'no timer left behind')
+})
+
+t.test('devices: a store that fails to say whether it is behind is reported, and the deletion goes on', async (t) => {
+  const inner = memoryStore()
+  const store: Store = { ...overridable(inner), behind: () => { throw new Error('no idea') } }
+  const { broker, admin, device } = setup(t, {}, store)
+  const errors: string[] = []
+  broker.on('error', (err) => { errors.push(`${err.code}: ${err.message}`) })
+  await device('lamp-1')
+  fill(inner, 'lamp-1', DELETE_STEP + 1)
+  t.equal((await broker.handle({ action: 'device/delete', deviceId: 'lamp-1' }, admin)).status, 'success')
+  t.equal(inner.deleteCommands('lamp-1', 10), 0, 'every command is gone')
+  t.match(errors[0], /^ERR_STORE: asking the store whether it is behind failed; deleting anyway/)
+})

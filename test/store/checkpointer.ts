@@ -2,7 +2,7 @@ import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t from 'tap'
-import { startCheckpointer } from '../../lib/store/checkpointer.js'
+import { IDLE_PASSES, nextStep, QUIET_PAGES, startCheckpointer, type PassState } from '../../lib/store/checkpointer.js'
 import { until } from '../fixtures/until.js'
 
 function walFile (dir: string): Database.Database {
@@ -65,8 +65,9 @@ t.test('checkpointer: past hurryPages, a checkpoint that copied frames is follow
   await twice
   clearInterval(keepAlive)
   t.ok((lengths[0] as number) > 1, `the WAL was past hurryPages: ${lengths.join(', ')}`)
-  // The hurried pass found nothing written since the first: an idle WAL, truncated.
-  t.equal(lengths[1], 0, 'the hurried pass, finding no new frames, truncated the WAL')
+  // The first pass copied every frame, few enough to RESTART at once (see nextStep); the
+  // hurried pass after it found no new frame, and, one idle pass being too few, kept the WAL.
+  t.equal(lengths[1], lengths[0], 'the hurried pass found no new frames')
   // All copied and no writer at work: the worker restarted the WAL, so the next write starts it over.
   db.prepare('INSERT INTO t VALUES (?)').run(-1)
   const [status] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>
@@ -152,4 +153,43 @@ t.test('checkpointer: closing a worker that failed to open resolves', async (t) 
   t.match((await failure).message, /directory does not exist|unable to open/i)
   await checkpointer.close()
   t.pass('close() resolved once the worker had ended')
+})
+
+t.test('checkpointer: nextStep restarts a hurried WAL only once a pass has caught up, and truncates one idle for IDLE_PASSES passes', (t) => {
+  const state: PassState = { copied: 0, length: 0, idle: 0 }
+  const pass = (log: number, checkpointed: number): ReturnType<typeof nextStep> => {
+    const step = nextStep(state, log, checkpointed, 100)
+    state.copied = checkpointed
+    state.length = log
+    return step
+  }
+  t.same(pass(50, 50), { mode: undefined, hurry: false }, 'under hurryPages: no hurry, no restart')
+  t.same(pass(5000, 4000), { mode: undefined, hurry: true }, 'past hurryPages and copying: hurry, frames left')
+  // Everything copied, but the pass copied far more than QUIET_PAGES: the writer is writing
+  // fast, and a RESTART would copy and fsync under the writer lock what came meanwhile.
+  t.same(pass(9000, 9000), { mode: undefined, hurry: true }, 'all copied after a long pass: no RESTART')
+  t.same(pass(9000 + QUIET_PAGES, 9000 + QUIET_PAGES), { mode: 'RESTART', hurry: true }, 'all copied after a short pass: RESTART')
+  // The WAL restarted: shorter than before, its counts start again.
+  t.same(pass(200, 150), { mode: undefined, hurry: true }, 'a restarted WAL: what it holds is new')
+  t.same(pass(200 + QUIET_PAGES + 1, 200 + QUIET_PAGES + 1), { mode: undefined, hurry: true }, 'one page too many since the last pass: no RESTART')
+  // No writes: each pass finds the WAL as it was.
+  for (let i = 1; i < IDLE_PASSES; i++) {
+    t.same(pass(200 + QUIET_PAGES + 1, 200 + QUIET_PAGES + 1), { mode: undefined, hurry: false }, `idle pass ${i}: the WAL is kept`)
+  }
+  t.same(pass(200 + QUIET_PAGES + 1, 200 + QUIET_PAGES + 1), { mode: 'TRUNCATE', hurry: false }, `idle pass ${IDLE_PASSES}: truncated`)
+  t.same(pass(0, 0), { mode: undefined, hurry: false }, 'an empty WAL is left alone')
+  t.same(pass(0, 0), { mode: undefined, hurry: false }, 'and again')
+  pass(10, 10)
+  for (let i = 1; i < IDLE_PASSES; i++) pass(10, 10)
+  t.equal(pass(10, 9).mode, undefined, 'a frame left to copy is not idle')
+  t.equal(state.idle, 0, 'and starts the count again')
+  t.end()
+})
+
+t.test('checkpointer: the worker runs nextStep from its compiled source', (t) => {
+  // The worker evaluates nextStep's text: it must be plain JavaScript that needs nothing
+  // but the two constants the worker defines beside it.
+  const step = new Function('QUIET_PAGES', 'IDLE_PASSES', `return (${nextStep.toString()})`)(QUIET_PAGES, IDLE_PASSES) as typeof nextStep
+  t.same(step({ copied: 0, length: 0, idle: 0 }, 10, 10, 1), { mode: 'RESTART', hurry: true })
+  t.end()
 })

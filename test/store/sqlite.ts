@@ -268,6 +268,7 @@ t.test('sqlite-store: a passed-in Database is used but not closed', async (t) =>
   t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'the schema is created in it')
   t.equal(db.pragma('journal_mode', { simple: true }), 'delete', 'its journal mode is left alone')
   t.equal(db.pragma('synchronous', { simple: true }), 0, 'its synchronous setting is left alone')
+  t.equal(db.pragma('cache_size', { simple: true }), -16000, 'and its page cache (better-sqlite3\'s default)')
   const id = insertSync(store, command({ deviceId: 'dev', command: 'via-store' }))
   t.equal(db.prepare('SELECT command FROM commands WHERE id = ?').pluck().get(id), 'via-store', 'the store writes to it')
   store.close()
@@ -362,10 +363,12 @@ t.test('sqlite-store: a WAL that grows too long is checkpointed inline until it 
   t.doesNotThrow(() => { pace(db, 20_000) }, 'harmless once the store has closed')
 })
 
-t.test('sqlite-store: behind while the WAL is past 16 MiB with frames the checkpointer has not copied', async (t) => {
-  t.equal(behindOn(4096, 0), false, 'a WAL of 16 MiB is no backlog')
-  t.equal(behindOn(4097, 4000), true, 'past it, with frames left to copy: writes that can wait should')
-  t.equal(behindOn(20_000, 20_000), false, 'all copied: the next write restarts the WAL')
+t.test('sqlite-store: behind while the WAL is past 16 MiB until the checkpointer finds it all copied twice in a row', async (t) => {
+  t.equal(behindOn(4096, 0, 0), false, 'a WAL of 16 MiB is no backlog')
+  t.equal(behindOn(4097, 4000, 3000), true, 'past it, with frames left to copy: writes that can wait should')
+  // A pass reports what was there when it began: the writer may have added frames since.
+  t.equal(behindOn(20_000, 20_000, 19_000), true, 'all copied, but the WAL grew since the last pass: still behind')
+  t.equal(behindOn(20_000, 20_000, 20_000), false, 'all copied, and no write since the last pass: the next write restarts the WAL')
   const store = sqliteStore(file())
   t.equal(store.behind?.(), false, 'a new store is not behind')
   await store.close()
@@ -495,6 +498,113 @@ t.test('sqlite-store: deviceCacheBytes is checked before the file is created', a
   }
   t.equal(fs.existsSync(filename), false, 'no file was created')
   for (const good of [0, 1, Number.MAX_SAFE_INTEGER]) sqliteStore(':memory:', { deviceCacheBytes: good }).close()
+})
+
+// What each statement run did, and whether the connection was in a transaction then: the
+// statements better-sqlite3 runs for a store, by wrapping Statement's run and get.
+function statements (t: Test, db: Database.Database): Array<[string, boolean]> {
+  const proto = Object.getPrototypeOf(db.prepare('SELECT 1')) as Database.Statement
+  const { run, get } = proto
+  const ran: Array<[string, boolean]> = []
+  proto.run = function (this: Database.Statement, ...args: unknown[]) {
+    ran.push([this.source, db.inTransaction])
+    return run.apply(this, args)
+  } as typeof run
+  proto.get = function (this: Database.Statement, ...args: unknown[]) {
+    ran.push([this.source, db.inTransaction])
+    return get.apply(this, args)
+  } as typeof get
+  t.teardown(() => {
+    proto.run = run
+    proto.get = get
+  })
+  return ran
+}
+
+t.test('sqlite-store: under synchronous full, expiry and deleteCommands commit with NORMAL (no fsync of their own), and FULL comes back', async (t) => {
+  const seen = spy(t)
+  const store = sqliteStore(file())
+  t.teardown(() => store.close())
+  const db = seen.databases.at(-1) as Database.Database
+  store.saveDevice(device({ id: 'lamp-1' }))
+  const ids = store.commit(batch({ inserts: Array.from({ length: 4 }, () => command({ deviceId: 'lamp-1', expiresAt: 10 })) }), 0).ids as number[]
+  const ran = statements(t, db)
+  t.equal(store.expireCommands(ids.slice(0, 2), 20).length, 2)
+  t.equal(store.deleteCommands('lamp-1', 10), 2)
+  const pragmas = ran.filter(([sql]) => sql.startsWith('PRAGMA synchronous'))
+  t.strictSame(pragmas, [
+    ['PRAGMA synchronous = NORMAL', false], ['PRAGMA synchronous = FULL', false],
+    ['PRAGMA synchronous = NORMAL', false], ['PRAGMA synchronous = FULL', false]
+  ], 'switched outside the transaction, around each')
+  const first = ran.findIndex(([sql]) => sql.startsWith('DELETE'))
+  const normal = ran.findIndex(([sql]) => sql === 'PRAGMA synchronous = NORMAL')
+  const full = ran.findIndex(([sql]) => sql === 'PRAGMA synchronous = FULL')
+  t.ok(normal < first && first < full, `the deletes run under NORMAL: ${JSON.stringify(ran.map(([sql]) => sql.slice(0, 30)))}`)
+  t.equal(db.pragma('synchronous', { simple: true }), 2, 'FULL again after')
+  ran.length = 0
+  store.commit(batch({ inserts: [command({ deviceId: 'lamp-1' })] }), 0)
+  store.saveDevice(device({ id: 'lamp-2' }))
+  t.strictSame(ran.filter(([sql]) => sql.startsWith('PRAGMA')), [], 'inserts and device writes keep FULL')
+})
+
+t.test('sqlite-store: FULL comes back after an expiry that fails', async (t) => {
+  const seen = spy(t)
+  const store = sqliteStore(file())
+  t.teardown(() => store.close())
+  const db = seen.databases.at(-1) as Database.Database
+  await store.close()
+  const reopened = sqliteStore(db.name)
+  t.teardown(() => reopened.close())
+  const mine = seen.databases.at(-1) as Database.Database
+  // A deletion that throws inside the transaction: the file is gone from the path.
+  fs.renameSync(db.name, `${db.name}.moved`)
+  t.teardown(() => { fs.renameSync(`${db.name}.moved`, db.name) })
+
+  expectError(t, () => reopened.deleteCommands('lamp-1', 10), 'ERR_FILE_MOVED', 'a deletion into a moved file')
+  t.equal(mine.pragma('synchronous', { simple: true }), 2, 'FULL again after')
+})
+
+t.test('sqlite-store: a store with synchronous normal, or a Database passed in, never switches', async (t) => {
+  const seen = spy(t)
+  const normal = sqliteStore(file(), { synchronous: 'normal' })
+  t.teardown(() => normal.close())
+  const ran = statements(t, seen.databases.at(-1) as Database.Database)
+  normal.saveDevice(device({ id: 'lamp-1' }))
+  const ids = normal.commit(batch({ inserts: [command({ deviceId: 'lamp-1', expiresAt: 10 })] }), 0).ids as number[]
+  normal.expireCommands(ids, 20)
+  normal.deleteCommands('lamp-1', 10)
+  const db = new Database(file())
+  t.teardown(() => { db.close() })
+  const passed = sqliteStore(db, { synchronous: 'full' })
+  passed.saveDevice(device({ id: 'lamp-1' }))
+  passed.expireCommands(passed.commit(batch({ inserts: [command({ deviceId: 'lamp-1', expiresAt: 10 })] }), 0).ids as number[], 20)
+  passed.deleteCommands('lamp-1', 10)
+  t.strictSame(ran.filter(([sql]) => sql.startsWith('PRAGMA synchronous')), [], 'no switch')
+  await passed.close()
+})
+
+t.test('sqlite-store: cacheBytes sets the page cache of a file the store opens, 64 MiB by default', async (t) => {
+  const seen = spy(t)
+  for (const [option, expected] of [[undefined, -65536], [256 * 1024 * 1024, -262144], [1536, -1], [1023, -16000], [0, -16000]] as const) {
+    const opened = seen.databases.length
+    const store = option === undefined ? sqliteStore(file()) : sqliteStore(file(), { cacheBytes: option })
+    t.equal((seen.databases[opened] as Database.Database).pragma('cache_size', { simple: true }), expected,
+      `cacheBytes ${option ?? 'default'}: cache_size ${expected} (KiB, negative; -16000 is better-sqlite3's default)`)
+    await store.close()
+  }
+})
+
+t.test('sqlite-store: cacheBytes is checked before the file is created', async (t) => {
+  const filename = file()
+  for (const bad of ['8', null, true, {}]) {
+    expectOptionError(t, () => sqliteStore(filename, { cacheBytes: bad as unknown as number }), TypeError,
+      /^sqliteStore: options\.cacheBytes must be an integer, received /, `cacheBytes ${JSON.stringify(bad)}`)
+  }
+  for (const bad of [-1, 1.5, Number.NaN, Infinity, 2 ** 53]) {
+    expectOptionError(t, () => sqliteStore(filename, { cacheBytes: bad }), RangeError,
+      `sqliteStore: options.cacheBytes must be an integer from 0 to 9007199254740991, received number ${String(bad)}`, `cacheBytes ${String(bad)}`)
+  }
+  t.equal(fs.existsSync(filename), false, 'no file was created')
 })
 
 // The device cache at its three settings: off, smaller than a few devices, and the default.
