@@ -8,7 +8,7 @@ import { monitorEventLoopDelay, performance, PerformanceObserver, type Performan
 import Database from 'better-sqlite3'
 import { startCheckpointer } from '../lib/store/checkpointer.js'
 import { CACHE_BYTES, JOURNAL_SIZE_LIMIT, pace } from '../lib/store/sqlite.js'
-import { manualClock, sqliteStore, type ManualClock } from '../lib/index.js'
+import { manualClock, sqliteStore, type Awaitable, type ManualClock } from '../lib/index.js'
 
 /**
  * The HS256 secret every scenario signs and verifies with: random, 32 bytes (base64), since the
@@ -115,6 +115,33 @@ export function heapUsed (): number {
 export function quantile (sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+}
+
+/**
+ * Waits until `done()` on a manual clock, and returns the ms it moved the clock meanwhile.
+ * Expiry waits, asking again a tick later, while the store is behind its checkpointer
+ * (`store.behind()`); on a manual clock that tick never comes by itself. So while `progress()`
+ * (a count that grows as commands expire) stands still for 100 turns, the clock moves on
+ * `tick` (and real time 10 ms, for the checkpointer's thread), as a real hub's would.
+ */
+export async function waitOnManualClock (clock: ManualClock, tick: number, done: () => Awaitable<boolean>, progress: () => Awaitable<number>): Promise<number> {
+  let moved = 0
+  let still = 0
+  let last = await progress()
+  while (!await done()) {
+    await new Promise(setImmediate)
+    const now = await progress()
+    if (now !== last || ++still < 100) {
+      if (now !== last) still = 0
+      last = now
+      continue
+    }
+    still = 0
+    clock.advance(tick)
+    moved += tick
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  return moved
 }
 
 /** A manual clock for a scenario; see {@link benchClock}. */

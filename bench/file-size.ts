@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
 import { createBroker, DEFAULTS, manualClock, signToken, sqliteStore, type Broker, type ManualClock } from '../lib/index.js'
-import { check, pool, quick, Scenario, SECRET, tempDir } from './common.js'
+import { check, pool, quick, Scenario, SECRET, tempDir, waitOnManualClock } from './common.js'
 
 const N = quick ? 20_000 : 1_000_000
 /** Inserts per simulated second, and the lifetime of each command (s): the peak is their product. */
@@ -86,16 +86,7 @@ function sizes (hub: Hub): { file: number, wal: number } {
 // run's simulated seconds stay whole. A drift can bring the next second's commands due early:
 // at least `expected` have expired, never fewer.
 async function waitExpired (hub: Hub, expected: number): Promise<void> {
-  let still = 0
-  while (hub.expired < expected) {
-    const before = hub.expired
-    await new Promise(setImmediate)
-    if (hub.expired !== before || ++still < 100) continue
-    still = 0
-    hub.clock.advance(TICK)
-    hub.drift += TICK
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
+  hub.drift += await waitOnManualClock(hub.clock, TICK, () => hub.expired >= expected, () => hub.expired)
   check(hub.expired >= expected && hub.expired <= N, `${hub.label}: ${hub.expired} expired, expected ${expected}`)
 }
 

@@ -3,8 +3,8 @@
 // what it buys: the database a hub keeps after many retention periods, against one without it.
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { createBroker, manualClock, signToken, sqliteStore, type Broker, type Store } from '../lib/index.js'
-import { check, pool, quick, Scenario, seconds, SECRET, tempDir } from './common.js'
+import { createBroker, DEFAULTS, manualClock, signToken, sqliteStore, type Broker, type Store } from '../lib/index.js'
+import { check, pool, quick, Scenario, seconds, SECRET, tempDir, waitOnManualClock } from './common.js'
 
 const TOTAL = quick ? 2000 : 200_000
 const IN_FLIGHT = quick ? 100 : 1000
@@ -83,8 +83,9 @@ async function waves (retention: number): Promise<{ end: number, peak: number, l
     peak = Math.max(peak, databaseBytes(path))
     clock.advance(RETENTION * 500)
     // Expiry runs a batch a turn, each deleted before the wheel hands out the next: wait
-    // until the wheel holds only this wave.
-    while (retention !== 0 && (await broker.stats()).timers > WAVE) await new Promise(setImmediate)
+    // until the wheel holds only this wave (the clock moving on a tick while expiry waits for the
+    // checkpointer: see waitOnManualClock).
+    if (retention !== 0) await waitOnManualClock(clock, DEFAULTS.tick, async () => (await broker.stats()).timers <= WAVE, async () => (await broker.stats()).timers)
   }
   const end = databaseBytes(path)
   const left = (await broker.handle({ action: 'command/list', deviceId: 'dev-0', take: 1000 }, token) as { commands?: unknown[] }).commands?.length ?? -1
